@@ -1,0 +1,58 @@
+"""Messages on Kafka, the task config, and loopline's errors."""
+
+from loopline.schemas.errors import (
+    BudgetExhausted,
+    ConfigError,
+    DataError,
+    InputError,
+    LLMBadAnswer,
+    LLMError,
+    LLMUnavailable,
+    LooplineError,
+    ModelError,
+    ServiceError,
+)
+from loopline.schemas.messages import (
+    MESSAGES,
+    SCHEMA_VERSION,
+    Annotation,
+    Correction,
+    DeadLetter,
+    Message,
+    ModelEvent,
+    Prediction,
+    RoutedItem,
+    Span,
+    Suggestion,
+    TextIn,
+    content_id,
+)
+from loopline.schemas.task import TaskConfig, load_task
+
+__all__ = [
+    "MESSAGES",
+    "SCHEMA_VERSION",
+    "Annotation",
+    "BudgetExhausted",
+    "ConfigError",
+    "Correction",
+    "DataError",
+    "DeadLetter",
+    "InputError",
+    "LLMBadAnswer",
+    "LLMError",
+    "LLMUnavailable",
+    "LooplineError",
+    "Message",
+    "ModelError",
+    "ModelEvent",
+    "Prediction",
+    "RoutedItem",
+    "ServiceError",
+    "Span",
+    "Suggestion",
+    "TaskConfig",
+    "TextIn",
+    "content_id",
+    "load_task",
+]

@@ -1,0 +1,198 @@
+"""The messages loopline reads and writes on Kafka.
+
+Every message carries ``schema_version`` so that consumers can refuse what they do not
+understand. Outputs hold no wall-clock fields: a message re-sent after a crash is then
+byte-identical to the first copy (same key, same content), which is what the delivery
+policy promises. JSON Schemas for all of them are exported by ``loopline schemas export``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+Source = Literal["student", "llm", "human"]
+Route = Literal["llm", "review"]
+
+
+def content_id(text: str) -> str:
+    """A stable id for a text, used when a producer sends none."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+
+
+class Message(BaseModel):
+    """Base of every message: strict about unknown fields, immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class TextIn(Message):
+    """A raw text written to the `texts` topic by a producer."""
+
+    id: str = Field(
+        default="",
+        max_length=200,
+        description="Item id; derived from the text when absent or empty.",
+    )
+    text: str = Field(description="The text to annotate.")
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Passed through untouched to every output."
+    )
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> TextIn:
+        if not self.id:
+            object.__setattr__(self, "id", content_id(self.text))
+        return self
+
+
+class Span(BaseModel):
+    """A labelled character span; `end` is exclusive, as in Prodigy and spaCy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    label: str
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Annotation(BaseModel):
+    """What any annotator (student, LLM, human) says about one text.
+
+    `labels` holds the chosen labels (exactly one for exclusive textcat), `scores` the
+    calibrated probability of each label, `spans` the entities for NER. `confidence` is
+    the calibrated probability that the whole annotation is right.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: list[str] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+    spans: list[Span] = Field(default_factory=list)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class Suggestion(BaseModel):
+    """An annotation together with who made it, for routed items."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Source
+    model_version: str
+    annotation: Annotation
+    prompt_version: str | None = None
+
+
+class Prediction(Message):
+    """The product: one structured answer per item on the `predictions` topic.
+
+    A later `revision` of the same id supersedes an earlier one (student 0, LLM 1, human 2).
+    """
+
+    id: str
+    task: str
+    labels: list[str] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+    spans: list[Span] = Field(default_factory=list)
+    confidence: float = Field(ge=0.0, le=1.0)
+    source: Source
+    model_version: str
+    revision: int = Field(ge=0)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_suggestion(
+        cls, item: TextIn, task: str, suggestion: Suggestion, revision: int
+    ) -> Prediction:
+        annotation = suggestion.annotation
+        return cls(
+            id=item.id,
+            task=task,
+            labels=annotation.labels,
+            scores=annotation.scores,
+            spans=annotation.spans,
+            confidence=annotation.confidence,
+            source=suggestion.source,
+            model_version=suggestion.model_version,
+            revision=revision,
+            meta=item.meta,
+        )
+
+
+class RoutedItem(Message):
+    """An item sent on to the LLM (`llm.requests`) or to people (`review`)."""
+
+    id: str
+    task: str
+    item: TextIn
+    route: Route
+    suggestions: list[Suggestion] = Field(
+        default_factory=list, description="Every annotator's answer so far, student first."
+    )
+    reason: str = Field(description="Machine-readable reason code, e.g. `low_confidence`.")
+    detail: str = Field(default="", description="The reason in words, for people.")
+    priority: float = Field(
+        default=0.0, description="Higher is more urgent: reviewers see these first."
+    )
+
+
+class Correction(Message):
+    """A gold (human) or silver (LLM) annotation: the source of training and evaluation data."""
+
+    id: str
+    task: str
+    text: str
+    labels: list[str] = Field(default_factory=list)
+    spans: list[Span] = Field(default_factory=list)
+    decision: Literal["accept", "reject", "ignore"] = "accept"
+    source: Literal["human", "llm"] = "human"
+    reviewer: str = Field(description="Who answered: a person's name or `llm:<model>`.")
+    time: datetime
+
+
+class ModelEvent(Message):
+    """A new student version: drives hot swap in every annotate worker."""
+
+    task: str
+    version: str
+    artifact: str = Field(description="Where the model lives (a directory path or URI).")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    parent_version: str | None = None
+    config_hash: str = ""
+    data_counts: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class DeadLetter(Message):
+    """A message no stage could handle, kept with its original bytes and the reason."""
+
+    task: str
+    stage: str = Field(description="Which stage gave up, e.g. `decode` or `annotate`.")
+    error_type: str = Field(description="Machine-readable error code, e.g. `invalid_json`.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    original: Base64Bytes = Field(description="The message value exactly as received.")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
+
+
+MESSAGES: tuple[type[Message], ...] = (
+    TextIn,
+    Prediction,
+    RoutedItem,
+    Correction,
+    ModelEvent,
+    DeadLetter,
+)

@@ -1,0 +1,155 @@
+"""The task config: one YAML file per task says what to annotate and how to route it.
+
+Example (see ``examples/banking77/task.yml``)::
+
+    name: banking77
+    kind: textcat
+    labels:
+      card_arrival: The customer asks when their new card will arrive.
+      ...
+    routing:
+      accept_threshold: 0.9
+    topics:
+      prefix: loopline.banking77.
+    max_text_chars: 2000
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loopline.schemas.errors import ConfigError
+
+TaskKind = Literal["textcat", "textcat_multilabel", "ner"]
+TopicRole = Literal["texts", "predictions", "llm", "review", "corrections", "models", "deadletter"]
+TOPIC_SUFFIXES: dict[str, str] = {
+    "texts": "texts",
+    "predictions": "predictions",
+    "llm": "llm.requests",
+    "review": "review",
+    "corrections": "corrections",
+    "models": "models",
+    "deadletter": "deadletter",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoutingConfig(_Section):
+    accept_threshold: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Items whose calibrated confidence is at or above this are accepted "
+        "from the student; roughly the expected accuracy of accepted items.",
+    )
+    llm_min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Unsure items below this confidence skip the LLM and go straight to "
+        "review: set it where the LLM is measurably no better than the student.",
+    )
+    audit_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of accepted items also sent to review, to measure production "
+        "accuracy without bias.",
+    )
+
+
+class TopicsConfig(_Section):
+    prefix: str = Field(
+        description="Prepended to every topic name; keeps tasks apart on one cluster.",
+        pattern=r"^[A-Za-z0-9._-]*$",
+    )
+    partitions: int = Field(default=4, ge=1, description="Partitions for topics loopline creates.")
+
+    def name(self, role: TopicRole) -> str:
+        return f"{self.prefix}{TOPIC_SUFFIXES[role]}"
+
+
+class StudentConfig(_Section):
+    architecture: Literal["bow", "ensemble", "cnn", "spancat"] = Field(
+        default="ensemble",
+        description="spaCy model: `bow` (fastest), `ensemble` (bow + CNN), `cnn`; NER uses "
+        "`spancat` (a score per entity).",
+    )
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+    calibration_share: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of training data held out for calibration when no --eval is given.",
+    )
+
+
+class LLMTaskConfig(_Section):
+    examples: int = Field(
+        default=4, ge=0, description="Human corrections shown to the LLM as examples."
+    )
+    min_confidence: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="LLM answers below this confidence also go to review.",
+    )
+
+
+class TaskConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: TaskKind
+    labels: dict[str, str] = Field(
+        description="Label -> one-line description (the LLM sees the descriptions)."
+    )
+    routing: RoutingConfig = RoutingConfig()
+    topics: TopicsConfig
+    max_text_chars: int = Field(default=2000, ge=1)
+    student: StudentConfig = StudentConfig()
+    llm: LLMTaskConfig = LLMTaskConfig()
+
+    @model_validator(mode="after")
+    def _enough_labels(self) -> TaskConfig:
+        needed = 2 if self.kind == "textcat" else 1
+        if len(self.labels) < needed:
+            raise ValueError(f"a {self.kind} task needs at least {needed} labels")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+    def topic(self, role: TopicRole) -> str:
+        return self.topics.name(role)
+
+
+def load_task(path: str | Path) -> TaskConfig:
+    """Read and validate a task YAML file, with errors that name the file and the field."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "task.yml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"task config {path} not found: pass --task PATH/TO/task.yml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"task config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"task config {path} must be a YAML mapping of fields")
+    try:
+        return TaskConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"task config {path} is invalid: {problems}") from None

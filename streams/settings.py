@@ -1,0 +1,65 @@
+"""All runtime settings in one place, read from `LOOPLINE_*` environment variables.
+
+Only the app wiring (CLI, worker start-up) reads settings; factories below it take
+explicit arguments, so they can be built and tested without an environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_KAFKA_PORT = 39092
+LOCAL_REDIS_PORT = 36379
+LOCAL_LLM_PORT = 38080
+
+
+class Settings(BaseSettings):
+    """Environment variables are the field names in upper case, prefixed `LOOPLINE_`."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        default=f"127.0.0.1:{LOCAL_KAFKA_PORT}",
+        description="Kafka bootstrap servers, host:port[,host:port]. "
+        "Default: the broker `loopline infra up` starts.",
+    )
+    redis_url: str = Field(
+        default=f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0",
+        description="Redis URL. Default: the server `loopline infra up` starts.",
+    )
+    state_dir: Path = Field(
+        default=Path(".loopline"),
+        description="Where the local launcher keeps service data, logs and pid files.",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "loopline",
+        description="Where verified LLM weights are cached.",
+    )
+
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:38080/v1. "
+        "Unset: no LLM, unsure items go straight to review.",
+    )
+    llm_model: str = Field(default="qwen2.5-coder-1.5b", description="Model name sent to the LLM.")
+    llm_api_key: SecretStr | None = Field(default=None, description="Bearer token, if needed.")
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
+    llm_max_concurrency: int = Field(default=2, ge=1, description="Requests in flight per worker.")
+    llm_retries: int = Field(default=3, ge=0, description="Retries on 429/5xx/timeouts.")
+    llm_rate_limit_per_s: float | None = Field(
+        default=None, gt=0, description="Requests per second shared by all workers."
+    )
+    llm_daily_token_budget: int | None = Field(
+        default=None, gt=0, description="Tokens per day shared by all workers."
+    )
+    llm_price_per_1k_tokens: float = Field(
+        default=0.0, ge=0, description="For cost estimates in evaluate and bench."
+    )
+
+    batch_size: int = Field(default=256, ge=1, description="Most items the student sees at once.")
+    batch_window_s: float = Field(
+        default=0.02, gt=0, description="Longest wait to fill a batch (bounds latency)."
+    )
