@@ -1,0 +1,3 @@
+"""Shared fixtures: real services come from tests/fixtures/."""
+
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.llm"]
