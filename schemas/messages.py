@@ -12,7 +12,7 @@ import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -172,13 +172,20 @@ class ModelEvent(Message):
 
 
 class DeadLetter(Message):
-    """A message no stage could handle, kept with its original bytes and the reason."""
+    """A message no stage could handle, kept with its original bytes and the reason.
+
+    In JSON, `original` is URL-safe base64 (`base64.urlsafe_b64decode` gives the bytes back).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     task: str
     stage: str = Field(description="Which stage gave up, e.g. `decode` or `annotate`.")
     error_type: str = Field(description="Machine-readable error code, e.g. `invalid_json`.")
     message: str = Field(description="What went wrong and what to do about it.")
-    original: Base64Bytes = Field(description="The message value exactly as received.")
+    original: bytes = Field(description="The message value exactly as received.")
     source_topic: str
     source_partition: int
     source_offset: int

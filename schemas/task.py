@@ -71,6 +71,9 @@ class TopicsConfig(_Section):
         pattern=r"^[A-Za-z0-9._-]*$",
     )
     partitions: int = Field(default=4, ge=1, description="Partitions for topics loopline creates.")
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas for topics loopline creates (3 on a real cluster)."
+    )
 
     def name(self, role: TopicRole) -> str:
         return f"{self.prefix}{TOPIC_SUFFIXES[role]}"

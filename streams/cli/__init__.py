@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from rich.console import Console
+
+from loopline.schemas import LooplineError
+from loopline.streams.cli import stream
 
 app = typer.Typer(
     name="loopline",
@@ -13,5 +19,16 @@ app = typer.Typer(
 )
 
 
+app.command()(stream.worker)
+app.command()(stream.produce)
+app.command()(stream.consume)
+app.command()(stream.stats)
+
+
 def main() -> None:
-    app()
+    """Expected errors print one line saying what to do and exit 2; bugs keep their traceback."""
+    try:
+        app()
+    except LooplineError as error:
+        Console(stderr=True).print(f"[red]error:[/] {error}")
+        sys.exit(2)

@@ -1,0 +1,89 @@
+"""Every topic of a task, declared in one place; agents and commands take them from here.
+
+Names come from the task config (`topics.prefix` + a fixed suffix). Values are raw bytes:
+loopline encodes and decodes messages itself (see `codec`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from loopline.schemas import ServiceError, TaskConfig
+from loopline.schemas.task import TOPIC_SUFFIXES
+
+# Compacted topics keep the latest value per key: the source of truth for training data
+# and for the current model.
+COMPACTED = {"corrections", "models"}
+
+
+@dataclass(frozen=True)
+class TaskTopics:
+    """The Faust topic objects of one task, by role."""
+
+    texts: faust.TopicT
+    predictions: faust.TopicT
+    llm: faust.TopicT
+    review: faust.TopicT
+    corrections: faust.TopicT
+    models: faust.TopicT
+    deadletter: faust.TopicT
+
+
+def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
+    """Declare the task's topics on a Faust app, as bytes in and bytes out."""
+    return TaskTopics(
+        **{
+            role: app.topic(
+                task.topic(role),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=task.topics.partitions,
+            )
+            for role in TOPIC_SUFFIXES
+        }
+    )
+
+
+def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the task's topics that do not exist yet; return the names created.
+
+    Done up front (by `worker` and `produce`) so that partition counts and compaction are
+    what the task says, not whatever the broker's auto-creation would pick.
+    """
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="loopline-admin",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        raise ServiceError(
+            f"cannot reach Kafka at {bootstrap} ({exc}); start it with `loopline infra up` "
+            "or set LOOPLINE_KAFKA_BOOTSTRAP"
+        ) from None
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=task.topic(role),
+                num_partitions=task.topics.partitions,
+                replication_factor=task.topics.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if role in COMPACTED else {},
+            )
+            for role in TOPIC_SUFFIXES
+            if task.topic(role) not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same moment
+        return [topic.name for topic in wanted]
+    finally:
+        admin.close()

@@ -1,0 +1,40 @@
+"""Assembling a worker: load the student once, make sure topics exist, wire the agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+import redis.asyncio as aioredis
+
+from loopline.processors.student import Student
+from loopline.schemas import TaskConfig
+from loopline.streams.agents import annotate
+from loopline.streams.app import create_app
+from loopline.streams.settings import Settings
+from loopline.streams.state import OutcomeLedger
+from loopline.streams.topics import ensure_topics
+
+
+def ledger(settings: Settings, task: TaskConfig, stage: str) -> OutcomeLedger:
+    return OutcomeLedger(aioredis.from_url(settings.redis_url), task.topics.prefix, stage)
+
+
+def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
+    student = Student.load(model_dir, task)
+    ensure_topics(settings.kafka_bootstrap, task)
+    app, topics = create_app(settings, task)
+    stage = annotate.AnnotateStage(
+        task,
+        topics,
+        student,
+        ledger(settings, task, annotate.STAGE),
+        llm_available=settings.llm_base_url is not None,
+    )
+    annotate.register(app, stage, batch_size=settings.batch_size, window_s=settings.batch_window_s)
+    return app
+
+
+def run(app: faust.App, *, loglevel: str = "warn") -> None:
+    """Run until SIGTERM/SIGINT; exits non-zero when an agent crashed."""
+    faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
