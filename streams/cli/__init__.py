@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import stream
+from loopline.streams.cli import schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -23,6 +23,7 @@ app.command()(stream.worker)
 app.command()(stream.produce)
 app.command()(stream.consume)
 app.command()(stream.stats)
+app.add_typer(schemas.app, name="schemas")
 
 
 def main() -> None:

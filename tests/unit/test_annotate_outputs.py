@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from loopline.schemas import Annotation, Prediction, RoutedItem, TaskConfig, TextIn
+from loopline.schemas.errors import ModelError
+from loopline.streams.agents.annotate import decide, outcome_of, outputs_for
+
+TASK = TaskConfig(
+    name="demo",
+    kind="textcat",
+    labels={"a": "label a", "b": "label b"},
+    topics={"prefix": "t."},
+    routing={"accept_threshold": 0.8},
+)
+ITEM = TextIn(id="i1", text="hello", meta={"src": "test"})
+
+
+def answer(confidence: float) -> Annotation:
+    return Annotation(labels=["a"], scores={"a": confidence, "b": 1 - confidence}, confidence=confidence)
+
+
+def test_confident_item_becomes_one_prediction_with_meta():
+    result = answer(0.95)
+    decision = decide(result, ITEM, TASK, llm_available=True)
+    [out] = outputs_for(ITEM, result, "v1", decision, TASK)
+    assert out.role == "predictions" and out.key == "i1"
+    assert isinstance(out.message, Prediction)
+    assert out.message.labels == ["a"] and out.message.revision == 0
+    assert out.message.source == "student" and out.message.model_version == "v1"
+    assert out.message.meta == {"src": "test"}
+    assert outcome_of(decision) == "prediction"
+
+
+def test_unsure_item_goes_to_llm_with_student_suggestion():
+    result = answer(0.6)
+    decision = decide(result, ITEM, TASK, llm_available=True)
+    [out] = outputs_for(ITEM, result, "v1", decision, TASK)
+    assert out.role == "llm"
+    assert isinstance(out.message, RoutedItem)
+    assert out.message.reason == "low_confidence"
+    assert out.message.suggestions[0].annotation == result
+    assert out.message.item == ITEM
+
+
+def test_unsure_item_without_llm_goes_to_review():
+    decision = decide(answer(0.6), ITEM, TASK, llm_available=False)
+    [out] = outputs_for(ITEM, answer(0.6), "v1", decision, TASK)
+    assert out.role == "review" and outcome_of(decision) == "review"
+
+
+def test_audited_item_is_predicted_and_reviewed():
+    task = TASK.model_copy(update={"routing": TASK.routing.model_copy(update={"audit_rate": 1.0})})
+    decision = decide(answer(0.99), ITEM, task, llm_available=True)
+    roles = [out.role for out in outputs_for(ITEM, answer(0.99), "v1", decision, task)]
+    assert roles == ["predictions", "review"]
+    assert decision.audit and outcome_of(decision) == "prediction"
+
+
+def test_processor_error_sends_item_to_review_without_suggestion():
+    error = ModelError("student failed")
+    decision = decide(error, ITEM, TASK, llm_available=True)
+    [out] = outputs_for(ITEM, error, "v1", decision, TASK)
+    assert out.role == "review" and out.message.suggestions == []
+    assert out.message.reason == "student_error"
