@@ -79,6 +79,13 @@ class Annotation(BaseModel):
     spans: list[Span] = Field(default_factory=list)
     confidence: float = Field(ge=0.0, le=1.0)
 
+    def with_top_scores(self, k: int) -> Annotation:
+        """A copy keeping only the `k` highest label scores (all when k is 0)."""
+        if k == 0 or len(self.scores) <= k:
+            return self
+        top = sorted(self.scores.items(), key=lambda pair: pair[1], reverse=True)[:k]
+        return self.model_copy(update={"scores": dict(top)})
+
 
 class Suggestion(BaseModel):
     """An annotation together with who made it, for routed items."""

@@ -118,6 +118,12 @@ class TaskConfig(_Section):
     routing: RoutingConfig = RoutingConfig()
     topics: TopicsConfig
     max_text_chars: int = Field(default=2000, ge=1)
+    scores_top_k: int = Field(
+        default=5,
+        ge=0,
+        description="How many of the highest label scores each output message carries "
+        "(0: all labels). Keeps messages small for tasks with many labels.",
+    )
     student: StudentConfig = StudentConfig()
     llm: LLMTaskConfig = LLMTaskConfig()
 

@@ -22,13 +22,15 @@ def group_id(task: TaskConfig) -> str:
 
 
 def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTopics]:
+    datadir = settings.state_dir / "faust" / group_id(task)
+    datadir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
     app = faust.App(
         group_id(task),
         broker=brokers,
         store="memory://",
         web_enabled=False,
-        datadir=str(settings.state_dir / "faust" / "{appid}"),
+        datadir=str(datadir),
         topic_partitions=task.topics.partitions,
         topic_replication_factor=task.topics.replication_factor,
         consumer_auto_offset_reset="earliest",

@@ -56,7 +56,8 @@ def outputs_for(
     """The messages one item produces. Pure: the agent only sends them."""
     suggestions = []
     if isinstance(result, Annotation):
-        suggestions.append(Suggestion(source="student", model_version=version, annotation=result))
+        annotation = result.with_top_scores(task.scores_top_k)
+        suggestions.append(Suggestion(source="student", model_version=version, annotation=annotation))
     outputs = []
     if decision.destination == "accept":
         prediction = Prediction.from_suggestion(item, task.name, suggestions[0], revision=0)

@@ -61,3 +61,13 @@ def test_processor_error_sends_item_to_review_without_suggestion():
     [out] = outputs_for(ITEM, error, "v1", decision, TASK)
     assert out.role == "review" and out.message.suggestions == []
     assert out.message.reason == "student_error"
+
+
+def test_outputs_carry_only_the_top_scores():
+    scores = {f"l{i}": (i + 1) / 100 for i in range(10)}
+    result = Annotation(labels=["l9"], scores=scores, confidence=0.95)
+    task = TASK.model_copy(update={"scores_top_k": 3})
+    decision = decide(result, ITEM, task, llm_available=True)
+    [out] = outputs_for(ITEM, result, "v1", decision, task)
+    assert list(out.message.scores) == ["l9", "l8", "l7"]
+    assert out.message.confidence == 0.95
