@@ -6,9 +6,10 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import schemas, stream
+from loopline.streams.cli import infra, model, schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -23,7 +24,10 @@ app.command()(stream.worker)
 app.command()(stream.produce)
 app.command()(stream.consume)
 app.command()(stream.stats)
+app.command("train")(model.train)
+app.command("evaluate")(model.evaluate)
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(infra.app, name="infra")
 
 
 def main() -> None:
@@ -31,5 +35,5 @@ def main() -> None:
     try:
         app()
     except LooplineError as error:
-        Console(stderr=True).print(f"[red]error:[/] {error}")
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}")
         sys.exit(2)

@@ -1,0 +1,643 @@
+"""Local Kafka, Redis and LLM server as plain processes, for development, tests and CI.
+
+Why plain processes: the machines loopline targets have Java, Maven and Debian's
+`redis-server`, but often no Docker engine. Each service keeps its data, logs and a
+`service.json` (pid, address) in `<state_dir>/<service>/`, so launchers with different
+state dirs and ports run side by side, and `up` can tell a running service from a stale
+pid file. A service named by `LOOPLINE_KAFKA_BOOTSTRAP`, `LOOPLINE_REDIS_URL` or
+`LOOPLINE_LLM_BASE_URL` is never started, only checked.
+
+    endpoints = up(Settings())          # idempotent; waits until every service answers
+    status(Settings())                  # Endpoints when Kafka and Redis answer, else None
+    down(Settings())                    # stops what `up` started, nothing else
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import redis
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+from pydantic import SecretStr
+from rich.console import Console
+from rich.markup import escape
+
+from loopline.schemas.errors import ServiceError
+from loopline.streams.settings import (
+    LOCAL_KAFKA_PORT,
+    LOCAL_LLM_PORT,
+    LOCAL_REDIS_PORT,
+    Settings,
+)
+
+HOST = "127.0.0.1"
+KAFKA_HEAP = ["-Xms128m", "-Xmx512m"]
+KAFKA_START_TIMEOUT_S = 120.0
+REDIS_START_TIMEOUT_S = 30.0
+# The first start of an LLM server downloads and verifies its weights.
+LLM_START_TIMEOUT_S = 1200.0
+EXISTING_SERVICE_TIMEOUT_S = 10.0
+STOP_GRACE_S = 30.0
+
+SERVICES = ("kafka", "redis", "llm")
+TITLES = {"kafka": "Kafka", "redis": "Redis", "llm": "LLM server"}
+ENV_VARS = {
+    "kafka": "LOOPLINE_KAFKA_BOOTSTRAP",
+    "redis": "LOOPLINE_REDIS_URL",
+    "llm": "LOOPLINE_LLM_BASE_URL",
+}
+# Settings fields that, when given, name a running service to use instead of starting one.
+EXTERNAL_FIELDS = {"kafka": "kafka_bootstrap", "redis": "redis_url", "llm": "llm_base_url"}
+APT_PACKAGES = {"java": "openjdk-17-jre-headless", "mvn": "maven", "redis-server": "redis-server"}
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Where the launcher's own services listen. Kafka's controller takes `kafka + 1`."""
+
+    kafka: int = LOCAL_KAFKA_PORT
+    redis: int = LOCAL_REDIS_PORT
+    llm: int = LOCAL_LLM_PORT
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the services answer, in the form the `LOOPLINE_*` settings take."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+
+    def env_lines(self) -> list[str]:
+        """`NAME=value` lines a POSIX shell can `eval`."""
+        values = {
+            "LOOPLINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "LOOPLINE_REDIS_URL": self.redis_url,
+            "LOOPLINE_LLM_BASE_URL": self.llm_base_url,
+            "LOOPLINE_LLM_MODEL": self.llm_model,
+        }
+        return [f"{name}={shlex.quote(value)}" for name, value in values.items() if value]
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process the launcher started, as recorded in `<state_dir>/<service>/service.json`.
+
+    `marker` is a piece of the process's command line: a pid that the system has reused
+    for another program is not mistaken for the service.
+    """
+
+    pid: int
+    address: str
+    marker: str
+    logs: list[str]
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One line of `loopline infra status`."""
+
+    name: str
+    address: str | None
+    answers: bool
+    how: str
+    model: str | None = None
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.name]
+
+
+# --- pure parts: configuration files, commands, messages -------------------------------
+
+
+def kafka_server_properties(port: int, data_dir: Path) -> str:
+    """A single-node KRaft broker and controller in one process, on `port` and `port + 1`."""
+    properties = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{port + 1}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{port + 1}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "4",
+        "auto.create.topics.enable": "true",
+        # One broker: internal topics cannot have more replicas, and nothing waits for peers.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def kafka_log4j_properties(log_file: Path) -> str:
+    """Broker logs go to a bounded file, not to the terminal that ran `infra up`."""
+    return (
+        "log4j.rootLogger=INFO, file\n"
+        "log4j.appender.file=org.apache.log4j.RollingFileAppender\n"
+        f"log4j.appender.file.File={log_file}\n"
+        "log4j.appender.file.MaxFileSize=20MB\n"
+        "log4j.appender.file.MaxBackupIndex=2\n"
+        "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+    )
+
+
+def kafka_cluster_id() -> str:
+    """A fresh cluster id in Kafka's format: 16 random bytes, URL-safe base64, no padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def missing_tool_message(command: str, service: str) -> str:
+    return (
+        f"{TITLES[service]} needs `{command}`, which is not installed (not on PATH). "
+        f"Install it with `sudo apt-get install -y {APT_PACKAGES[command]}` (or run "
+        f"`make setup`), or set {ENV_VARS[service]} to use a {TITLES[service]} that already runs."
+    )
+
+
+def port_taken_message(port: int, service: str) -> str:
+    return (
+        f"Port {port} on {HOST} is taken by another program, so {TITLES[service]} cannot start "
+        f"there. Stop that program, choose other ports (`loopline infra up --{service}-port N`), "
+        f"or set {ENV_VARS[service]} to use a {TITLES[service]} that already runs."
+    )
+
+
+def health_url(llm_base_url: str) -> str:
+    """llama.cpp-style servers answer `/health` beside the OpenAI API, not under `/v1`."""
+    return llm_base_url.rstrip("/").removesuffix("/v1") + "/health"
+
+
+# --- the public API ---------------------------------------------------------------------
+
+
+def up(
+    settings: Settings,
+    llm_model: str | None = None,
+    ports: LocalPorts = LocalPorts(),
+    console: Console | None = None,
+) -> Endpoints:
+    """Start (or reuse) Kafka and Redis, and the LLM server when `llm_model` is given."""
+    console = console or Console(stderr=True)
+    endpoints = Endpoints(
+        kafka_bootstrap=ensure_kafka(settings, ports.kafka, console),
+        redis_url=ensure_redis(settings, ports.redis, console),
+    )
+    if llm_model is None:
+        return endpoints
+    return Endpoints(
+        endpoints.kafka_bootstrap,
+        endpoints.redis_url,
+        llm_base_url=ensure_llm(settings, llm_model, ports.llm, console),
+        llm_model=llm_model,
+    )
+
+
+def status(settings: Settings) -> Endpoints | None:
+    """Where the services answer, or None unless both Kafka and Redis do."""
+    return endpoints_of(report(settings))
+
+
+def endpoints_of(states: list[ServiceState]) -> Endpoints | None:
+    by_name = {state.name: state for state in states if state.answers}
+    if "kafka" not in by_name or "redis" not in by_name:
+        return None
+    llm = by_name.get("llm")
+    return Endpoints(
+        kafka_bootstrap=by_name["kafka"].address,
+        redis_url=by_name["redis"].address,
+        llm_base_url=llm.address if llm else None,
+        llm_model=llm.model if llm else None,
+    )
+
+
+def report(settings: Settings) -> list[ServiceState]:
+    """Each service's address and whether it answers; the LLM only when one is configured."""
+    states = [_state(settings, name) for name in SERVICES]
+    return [state for state in states if state.name != "llm" or state.address]
+
+
+def down(settings: Settings, services: tuple[str, ...] = SERVICES, console: Console | None = None) -> list[str]:
+    """Stop the services `up` started in this state dir (SIGTERM, then SIGKILL); return their names."""
+    console = console or Console(stderr=True)
+    stopped = []
+    for name in services:
+        home = _home(settings, name)
+        process = _running(home, console)
+        if process is None:
+            continue
+        _terminate(process)
+        _record_path(home).unlink(missing_ok=True)
+        console.print(f"{TITLES[name]} stopped (pid {process.pid}).")
+        stopped.append(name)
+    return stopped
+
+
+def ensure_kafka(settings: Settings, port: int = LOCAL_KAFKA_PORT, console: Console | None = None) -> str:
+    """The bootstrap address of a Kafka that answers, starting one if needed."""
+    console = console or Console(stderr=True)
+    if _is_external(settings, "kafka"):
+        return _use_existing("kafka", settings.kafka_bootstrap, kafka_answers, console)
+    home = _home(settings, "kafka")
+    process = _running(home, console) or _start_kafka(settings, home, port, console)
+    _wait_until_answers("kafka", process, kafka_answers, KAFKA_START_TIMEOUT_S, console)
+    return process.address
+
+
+def ensure_redis(settings: Settings, port: int = LOCAL_REDIS_PORT, console: Console | None = None) -> str:
+    """The URL of a Redis that answers PING, starting one if needed."""
+    console = console or Console(stderr=True)
+    if _is_external(settings, "redis"):
+        return _use_existing("redis", settings.redis_url, redis_answers, console)
+    home = _home(settings, "redis")
+    process = _running(home, console) or _start_redis(home, port, console)
+    _wait_until_answers("redis", process, redis_answers, REDIS_START_TIMEOUT_S, console)
+    return process.address
+
+
+def ensure_llm(
+    settings: Settings, model: str, port: int = LOCAL_LLM_PORT, console: Console | None = None
+) -> str:
+    """The base URL of an OpenAI-compatible server for `model`, starting `loopline llm serve`."""
+    console = console or Console(stderr=True)
+    if _is_external(settings, "llm"):
+        answers = partial(openai_answers, api_key=settings.llm_api_key)
+        return _use_existing("llm", settings.llm_base_url, answers, console)
+    home = _home(settings, "llm")
+    process = _running(home, console)
+    if process and process.model != model:
+        console.print(f"LLM server runs {process.model}; restarting it with {model}.")
+        down(settings, ("llm",), console)
+        process = None
+    process = process or _start_llm(settings, home, model, port, console)
+    _wait_until_answers("llm", process, llm_answers, LLM_START_TIMEOUT_S, console)
+    return process.address
+
+
+def resolve_kafka_jars(cache_dir: Path, console: Console | None = None) -> Path:
+    """The broker's jars, from Maven Central once per pom and shared by every state dir."""
+    console = console or Console(stderr=True)
+    pom = (resources.files("loopline.streams") / "resources" / "kafka-pom.xml").read_bytes()
+    home = cache_dir.expanduser().resolve() / f"kafka-{hashlib.sha256(pom).hexdigest()[:12]}"
+    libs = home / "libs"
+    if libs.is_dir():
+        return libs
+    _require("java", "kafka")
+    mvn = _require("mvn", "kafka")
+    home.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="resolving-", dir=home))
+    (work / "pom.xml").write_bytes(pom)
+    command = [mvn, "-q", "-B", "-Dstyle.color=never", "dependency:copy-dependencies",
+               f"-DoutputDirectory={work / 'libs'}", "-DincludeScope=runtime"]  # fmt: skip
+    console.print("Resolving the Kafka broker's jars from Maven Central (once, ~30 s) ...")
+    with console.status("mvn dependency:copy-dependencies"):
+        result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ServiceError(
+            "Maven could not resolve the Kafka jars; is Maven Central reachable (or a mirror "
+            f"set in ~/.m2/settings.xml)? `{shlex.join(command)}` said:\n"
+            + _last_lines(result.stdout + result.stderr)
+        )
+    try:
+        (work / "libs").rename(libs)
+    except OSError:
+        pass  # another launcher finished first; its jars are the same
+    shutil.rmtree(work, ignore_errors=True)
+    return libs
+
+
+def kafka_answers(bootstrap: str) -> bool:
+    """A real metadata request: the broker is registered and serves clients."""
+    try:
+        with _quiet("kafka"), KafkaAdminClient(
+            bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=3000
+        ) as admin:
+            return bool(admin.describe_cluster()["brokers"])
+    except (KafkaError, OSError):
+        return False
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def llm_answers(base_url: str) -> bool:
+    """The launcher's own server: `/health` is 200 once the weights are loaded."""
+    try:
+        return httpx.get(health_url(base_url), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+PROBES: dict[str, Callable[[str], bool]] = {
+    "kafka": kafka_answers,
+    "redis": redis_answers,
+    "llm": llm_answers,
+}
+
+
+# --- starting -----------------------------------------------------------------------------
+
+
+def _start_kafka(settings: Settings, home: Path, port: int, console: Console) -> Process:
+    java = _require("java", "kafka")
+    _require_free_ports("kafka", port, port + 1)
+    libs = resolve_kafka_jars(settings.cache_dir, console)
+    data_dir, server_properties, log4j = home / "data", home / "server.properties", home / "log4j.properties"
+    home.mkdir(parents=True, exist_ok=True)
+    server_properties.write_text(kafka_server_properties(port, data_dir))
+    log4j.write_text(kafka_log4j_properties(home / "kafka.log"))
+    java_args = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
+                 f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*"]  # fmt: skip
+    if not (data_dir / "meta.properties").exists():
+        _format_kafka_storage(java_args, server_properties)
+    console.print(f"Starting Kafka on {HOST}:{port} (controller on {port + 1}) ...")
+    pid = _spawn([*java_args, "kafka.Kafka", str(server_properties)], home / "stdout.log")
+    logs = [str(home / "stdout.log"), str(home / "kafka.log")]
+    return _record(home, Process(pid, f"{HOST}:{port}", str(server_properties), logs))
+
+
+def _format_kafka_storage(java_args: list[str], server_properties: Path) -> None:
+    command = [*java_args, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+               "--cluster-id", kafka_cluster_id(), "--config", str(server_properties)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceError(
+            f"Formatting Kafka's storage failed:\n{_last_lines(result.stdout + result.stderr)}"
+        )
+
+
+def _start_redis(home: Path, port: int, console: Console) -> Process:
+    redis_server = _require("redis-server", "redis")
+    _require_free_ports("redis", port)
+    home.mkdir(parents=True, exist_ok=True)
+    pid_file, log_file = home / "redis.pid", home / "redis.log"
+    pid_file.unlink(missing_ok=True)
+    console.print(f"Starting Redis on {HOST}:{port} ...")
+    command = [redis_server, "--daemonize", "yes", "--bind", HOST, "--port", str(port),
+               "--dir", str(home), "--pidfile", str(pid_file), "--logfile", str(log_file)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceError(f"redis-server did not start:\n{_last_lines(result.stdout + result.stderr)}")
+    # The daemon writes its pid file once it listens; it exits instead when it cannot.
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while not pid_file.exists():
+        if time.monotonic() > deadline:
+            raise ServiceError(f"Redis did not start on port {port}.\n{_log_tails([log_file])}")
+        time.sleep(0.05)
+    pid = int(pid_file.read_text().strip())
+    address, marker = f"redis://{HOST}:{port}/0", f"redis-server {HOST}:{port}"
+    return _record(home, Process(pid, address, marker, [str(log_file)]))
+
+
+def _start_llm(settings: Settings, home: Path, model: str, port: int, console: Console) -> Process:
+    _require_free_ports("llm", port)
+    home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "loopline.streams.cli", "llm", "serve",
+               "--model", model, "--port", str(port)]  # fmt: skip
+    # The server reads its own settings; pass on what this launcher was given in code.
+    env = {**os.environ, "LOOPLINE_CACHE_DIR": str(settings.cache_dir.expanduser().resolve())}
+    console.print(f"Starting the LLM server ({model}) on {HOST}:{port}; the first start downloads its weights ...")
+    log_file = home / "llm.log"
+    pid = _spawn(command, log_file, env)
+    address, marker = f"http://{HOST}:{port}/v1", shlex.join(command[1:])
+    return _record(home, Process(pid, address, marker, [str(log_file)], model))
+
+
+def _spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Run in its own session, output to a file: it outlives this process and holds no terminal."""
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=log_file.parent,
+            env=env,
+            start_new_session=True,
+        )
+    return process.pid
+
+
+# --- waiting and checking -----------------------------------------------------------------
+
+
+def _wait_until_answers(
+    name: str,
+    process: Process,
+    answers: Callable[[str], bool],
+    timeout_s: float,
+    console: Console,
+) -> None:
+    logs = [Path(log) for log in process.logs]
+    started = time.monotonic()
+    with console.status(f"Waiting for {TITLES[name]} at {process.address}") as progress:
+        while not answers(process.address):
+            waited = time.monotonic() - started
+            if not _alive(process):
+                raise ServiceError(f"{TITLES[name]} stopped while starting.\n{_log_tails(logs)}")
+            if waited > timeout_s:
+                raise ServiceError(
+                    f"{TITLES[name]} did not answer at {process.address} within {timeout_s:.0f} s "
+                    f"(pid {process.pid} still runs; `loopline infra down` stops it).\n"
+                    + _log_tails(logs)
+                )
+            last_line = escape(_last_lines(_read_tail(logs[-1]), 1)[:100])
+            progress.update(f"Waiting for {TITLES[name]} at {process.address} ({waited:.0f} s) {last_line}")
+            time.sleep(0.5)
+    console.print(f"{TITLES[name]} answers at {process.address} (pid {process.pid}).")
+
+
+def _use_existing(name: str, address: str, answers: Callable[[str], bool], console: Console) -> str:
+    """A service named in the environment is only checked, never started."""
+    console.print(f"Using existing {TITLES[name]} at {address} ({ENV_VARS[name]}).")
+    deadline = time.monotonic() + EXISTING_SERVICE_TIMEOUT_S
+    while not answers(address):
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"{ENV_VARS[name]}={address} is set, but no {TITLES[name]} answers there. "
+                f"Start it, or unset {ENV_VARS[name]} so that `loopline infra up` starts one."
+            )
+        time.sleep(0.5)
+    return address
+
+
+def openai_answers(base_url: str, api_key: SecretStr | None = None) -> bool:
+    """Any OpenAI-compatible server lists its models; only llama.cpp's has `/health`."""
+    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
+    try:
+        return httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=5).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def _state(settings: Settings, name: str) -> ServiceState:
+    if _is_external(settings, name):
+        address = getattr(settings, EXTERNAL_FIELDS[name])
+        if name == "llm":
+            answers = openai_answers(address, settings.llm_api_key)
+            return ServiceState(name, address, answers, f"from {ENV_VARS[name]}", settings.llm_model)
+        return ServiceState(name, address, PROBES[name](address), f"from {ENV_VARS[name]}")
+    process = _running(_home(settings, name))
+    if process is None:
+        return ServiceState(name, None, False, "not running")
+    answers = PROBES[name](process.address)
+    return ServiceState(name, process.address, answers, f"pid {process.pid}", process.model)
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Connection-refused errors are expected while a broker starts; keep them off the terminal."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --- processes and their records --------------------------------------------------------
+
+
+def _home(settings: Settings, name: str) -> Path:
+    return settings.state_dir.expanduser().resolve() / name
+
+
+def _is_external(settings: Settings, name: str) -> bool:
+    field = EXTERNAL_FIELDS[name]
+    return field in settings.model_fields_set and getattr(settings, field) is not None
+
+
+def _record_path(home: Path) -> Path:
+    return home / "service.json"
+
+
+def _record(home: Path, process: Process) -> Process:
+    _record_path(home).write_text(json.dumps(asdict(process)))
+    return process
+
+
+def _running(home: Path, console: Console | None = None) -> Process | None:
+    """The process a previous `up` started here, if it still runs; a stale record is removed."""
+    path = _record_path(home)
+    if not path.exists():
+        return None
+    process = Process(**json.loads(path.read_text()))
+    if _alive(process):
+        return process
+    path.unlink(missing_ok=True)
+    if console:
+        console.print(f"Stale pid file {path} (pid {process.pid} is gone); starting afresh.")
+    return None
+
+
+def _alive(process: Process) -> bool:
+    try:
+        exited, _ = os.waitpid(process.pid, os.WNOHANG)  # reaps our own child if it ended
+        if exited:
+            return False
+    except ChildProcessError:
+        pass  # not our child: started by another `loopline infra up`
+    try:
+        os.kill(process.pid, 0)
+        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return True  # no /proc (macOS): the pid exists, trust it
+    except OSError:
+        return False
+    return process.marker in command_line.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _terminate(process: Process) -> None:
+    """SIGTERM lets Kafka and Redis shut down cleanly; SIGKILL if they take too long."""
+    for sig, grace_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while _alive(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _alive(process):
+            return
+
+
+def _require(command: str, service: str) -> str:
+    path = shutil.which(command)
+    if path is None:
+        raise ServiceError(missing_tool_message(command, service))
+    return path
+
+
+def _require_free_ports(service: str, *ports: int) -> None:
+    for port in ports:
+        if not port_is_free(port):
+            raise ServiceError(port_taken_message(port, service))
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+
+def _read_tail(path: Path, size: int = 8192) -> str:
+    try:
+        with path.open("rb") as file:
+            file.seek(max(0, path.stat().st_size - size))
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_lines(text: str, count: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-count:])
+
+
+def _log_tails(logs: list[Path]) -> str:
+    tails = [(log, _last_lines(_read_tail(log))) for log in logs]
+    return "\n".join(f"Last lines of {log}:\n{tail}" for log, tail in tails if tail)
