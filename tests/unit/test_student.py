@@ -1,0 +1,217 @@
+"""The student: trained on tiny real subsets (a few seconds), saved, loaded, predicting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loopline.processors.data import LabelledText, read_examples, tokenizer_pipeline
+from loopline.processors.registry import make
+from loopline.processors.student import (
+    META_FILE,
+    PIPELINE_DIR,
+    RELIABILITY_PLOT,
+    Candidates,
+    Student,
+    decode_entities,
+)
+from loopline.processors.training import train, weighted_epoch
+from loopline.schemas import ConfigError, DataError, ModelError, TaskConfig, load_task
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CARD_LABELS = {
+    "card_arrival": "A card that was sent has not arrived yet.",
+    "lost_or_stolen_card": "The card has been lost or stolen.",
+    "exchange_rate": "Which exchange rates are used.",
+}
+
+
+def card_task(**changes) -> TaskConfig:
+    fields = {
+        "name": "cards",
+        "kind": "textcat",
+        "labels": CARD_LABELS,
+        "topics": {"prefix": "t."},
+        "student": {"architecture": "bow", "epochs": 4},
+    }
+    return TaskConfig.model_validate({**fields, **changes})
+
+
+def card_examples() -> list[LabelledText]:
+    banking = load_task(EXAMPLES / "banking77")
+    examples = read_examples(EXAMPLES / "banking77" / "train.jsonl", banking)
+    return [eg for eg in examples if eg.labels[0] in CARD_LABELS]
+
+
+@pytest.fixture(scope="module")
+def cards(tmp_path_factory):
+    task = card_task()
+    out = tmp_path_factory.mktemp("models") / "cards"
+    report = train(task, card_examples(), out_dir=out)
+    return task, out, report
+
+
+@pytest.fixture(scope="module")
+def student(cards):
+    task, out, _ = cards
+    return Student.load(out, task)
+
+
+def test_predict_gives_one_calibrated_label_per_text(student):
+    examples = card_examples()
+    annotations = student.predict([eg.text for eg in examples], batch_size=16)
+    assert len(annotations) == len(examples)
+    for annotation in annotations:
+        (label,) = annotation.labels
+        assert set(annotation.scores) == set(CARD_LABELS)
+        assert math.isclose(sum(annotation.scores.values()), 1.0, rel_tol=1e-6)
+        assert annotation.confidence == max(annotation.scores.values()) == annotation.scores[label]
+    right = sum(a.labels == eg.labels for a, eg in zip(annotations, examples))
+    assert right / len(examples) > 0.8, "a student should learn its own training data"
+
+
+def test_empty_text_still_gets_an_answer(student):
+    annotations = student.predict(["", "   ", "my card has not arrived"])
+    assert [len(a.labels) for a in annotations] == [1, 1, 1]
+    assert annotations[0].confidence == pytest.approx(1 / len(CARD_LABELS))
+    assert annotations[2].confidence > annotations[0].confidence
+
+
+def test_annotate_is_predict_off_the_event_loop(student):
+    texts = ["where is my card", "what exchange rate do you use"]
+    assert asyncio.run(student.annotate(texts)) == student.predict(texts)
+    assert (student.source, student.task_name, student.kind) == ("student", "cards", "textcat")
+
+
+def test_model_directory_holds_pipeline_meta_and_plot(cards):
+    task, out, report = cards
+    meta = json.loads((out / META_FILE).read_text())
+    assert (out / PIPELINE_DIR / "meta.json").is_file()
+    assert (out / RELIABILITY_PLOT).stat().st_size > 0
+    assert meta["version"] == report.version and meta["version"].startswith("cards-")
+    assert meta["labels"] == list(CARD_LABELS)
+    assert meta["temperature"] > 0
+    assert meta["parent_version"] is None
+    assert meta["calibration_data"] == "train_share:0.2"
+    assert meta["data_counts"]["heldout"] + meta["data_counts"]["train"] == len(card_examples())
+    figures = {"accuracy", "macro_f1", "ece_raw", "ece_calibrated", "accepted_share"}
+    figures |= {"train_seconds", "predict_docs_per_s", "latency_single_ms_p50", "model_mb"}
+    assert figures <= set(meta["metrics"])
+
+
+def test_registry_builds_the_student(cards):
+    task, out, report = cards
+    built = make("loopline.Student.v1", path=out, task=task)
+    assert isinstance(built, Student) and built.version == report.version
+
+
+def test_load_refuses_missing_or_incomplete_directories(cards, tmp_path):
+    _, out, _ = cards
+    with pytest.raises(ModelError, match="no model directory there; train one"):
+        Student.load(tmp_path / "nothing")
+    with pytest.raises(ModelError, match="no loopline.json"):
+        Student.load(tmp_path)
+    (tmp_path / META_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable"):
+        Student.load(tmp_path)
+    shutil.copy(out / META_FILE, tmp_path / META_FILE)
+    with pytest.raises(ModelError, match="no pipeline/ directory"):
+        Student.load(tmp_path)
+    (tmp_path / PIPELINE_DIR).mkdir()
+    with pytest.raises(ModelError, match="cannot load the spaCy pipeline"):
+        Student.load(tmp_path)
+
+
+def test_load_refuses_a_model_for_another_task_or_labels(cards):
+    _, out, _ = cards
+    with pytest.raises(ModelError, match="made for task 'cards'"):
+        Student.load(out, card_task(name="other"))
+    fewer = dict(list(CARD_LABELS.items())[:2])
+    with pytest.raises(ModelError, match=r"missing \[\], extra \['exchange_rate'\]"):
+        Student.load(out, card_task(labels=fewer))
+    reordered = dict(reversed(list(CARD_LABELS.items())))
+    with pytest.raises(ModelError, match="in another order"):
+        Student.load(out, card_task(labels=reordered))
+
+
+def test_existing_model_directory_is_not_overwritten(cards):
+    task, out, _ = cards
+    with pytest.raises(ConfigError, match="already exists"):
+        train(task, card_examples(), out_dir=out)
+
+
+def test_too_little_held_out_data_is_refused(tmp_path):
+    with pytest.raises(DataError, match="calibration needs at least 20"):
+        train(card_task(), card_examples()[:30], out_dir=tmp_path / "m")
+
+
+def test_multilabel_confidence_is_the_chance_the_whole_set_is_right(tmp_path):
+    task = card_task(kind="textcat_multilabel")
+    train(task, card_examples(), out_dir=tmp_path / "m")
+    student = Student.load(tmp_path / "m", task)
+    for annotation in student.predict(["my card was stolen", "card not here yet", "hello"]):
+        chosen = set(annotation.labels)
+        scores = annotation.scores.items()
+        expected = math.prod(p if label in chosen else 1 - p for label, p in scores)
+        assert annotation.confidence == pytest.approx(expected)
+        assert chosen == {label for label, p in annotation.scores.items() if p > 0.5}
+
+
+def test_ner_student_finds_scored_entities_on_token_boundaries(tmp_path):
+    wnut = load_task(EXAMPLES / "wnut17")
+    examples = read_examples(EXAMPLES / "wnut17" / "train.jsonl", wnut)[:300]
+    task = wnut.model_copy(update={"student": wnut.student.model_copy(update={"epochs": 3})})
+    report = train(task, examples, out_dir=tmp_path / "ner")
+    assert {"precision", "recall", "f1", "ece_raw", "ece_calibrated"} <= set(report.metrics)
+    student = Student.load(tmp_path / "ner", task)
+    texts = [eg.text for eg in examples[:100]]
+    annotations = student.predict(texts)
+    assert any(a.spans for a in annotations), "trained on these texts, it should find some"
+    tokenizer = tokenizer_pipeline()
+    for text, annotation in zip(texts, annotations):
+        doc = tokenizer.make_doc(text)
+        for span in annotation.spans:
+            assert doc.char_span(span.start, span.end) is not None
+            assert span.label in task.labels
+            assert annotation.confidence <= span.score
+
+
+def test_entity_decoding_by_hand():
+    doc = tokenizer_pipeline().make_doc("Ada met Bo")
+    # candidates (token spans) and softmax over [person, city, none]
+    candidates = Candidates(
+        starts=np.array([0, 0, 2, 1]),
+        ends=np.array([1, 2, 3, 2]),
+        lengths=np.array([4]),
+        probs=np.array(
+            [
+                [0.9, 0.05, 0.05],  # "Ada": person, kept first
+                [0.6, 0.1, 0.3],  # "Ada met": person, overlaps "Ada": dropped
+                [0.3, 0.5, 0.2],  # "Bo": city
+                [0.1, 0.1, 0.8],  # "met": no entity, does not overlap: counts as rejected
+            ]
+        ),
+    )
+    (annotation,) = decode_entities([doc], candidates, ["person", "city"], temperature=1.0)
+    assert [(s.start, s.end, s.label) for s in annotation.spans] == [
+        (0, 3, "person"),
+        (8, 10, "city"),
+    ]
+    assert [s.score for s in annotation.spans] == pytest.approx([0.9, 0.5])
+    assert annotation.confidence == pytest.approx(0.9 * 0.5 * 0.8)
+
+
+def test_weighted_epoch_repeats_and_samples_by_weight():
+    epoch = weighted_epoch(["gold", "double", "half"], [1.0, 2.0, 0.5], random.Random(0))
+    assert epoch.count("gold") == 1 and epoch.count("double") == 2
+    halves = sum(
+        weighted_epoch(["half"], [0.5], random.Random(seed)).count("half") for seed in range(400)
+    )
+    assert 160 < halves < 240
