@@ -15,6 +15,7 @@ pid file. A service named by `LOOPLINE_KAFKA_BOOTSTRAP`, `LOOPLINE_REDIS_URL` or
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,9 +30,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import partial
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -208,18 +208,10 @@ def up(
 ) -> Endpoints:
     """Start (or reuse) Kafka and Redis, and the LLM server when `llm_model` is given."""
     console = console or Console(stderr=True)
-    endpoints = Endpoints(
-        kafka_bootstrap=ensure_kafka(settings, ports.kafka, console),
-        redis_url=ensure_redis(settings, ports.redis, console),
-    )
-    if llm_model is None:
-        return endpoints
-    return Endpoints(
-        endpoints.kafka_bootstrap,
-        endpoints.redis_url,
-        llm_base_url=ensure_llm(settings, llm_model, ports.llm, console),
-        llm_model=llm_model,
-    )
+    kafka_bootstrap = ensure_kafka(settings, ports.kafka, console)
+    redis_url = ensure_redis(settings, ports.redis, console)
+    llm_base_url = ensure_llm(settings, llm_model, ports.llm, console) if llm_model else None
+    return Endpoints(kafka_bootstrap, redis_url, llm_base_url, llm_model)
 
 
 def status(settings: Settings) -> Endpoints | None:
@@ -246,11 +238,13 @@ def report(settings: Settings) -> list[ServiceState]:
     return [state for state in states if state.name != "llm" or state.address]
 
 
-def down(settings: Settings, services: tuple[str, ...] = SERVICES, console: Console | None = None) -> list[str]:
-    """Stop the services `up` started in this state dir (SIGTERM, then SIGKILL); return their names."""
+def down(
+    settings: Settings, names: tuple[str, ...] = SERVICES, console: Console | None = None
+) -> list[str]:
+    """Stop what `up` started in this state dir (SIGTERM, then SIGKILL); return the names."""
     console = console or Console(stderr=True)
     stopped = []
-    for name in services:
+    for name in names:
         home = _home(settings, name)
         process = _running(home, console)
         if process is None:
@@ -262,7 +256,9 @@ def down(settings: Settings, services: tuple[str, ...] = SERVICES, console: Cons
     return stopped
 
 
-def ensure_kafka(settings: Settings, port: int = LOCAL_KAFKA_PORT, console: Console | None = None) -> str:
+def ensure_kafka(
+    settings: Settings, port: int = LOCAL_KAFKA_PORT, console: Console | None = None
+) -> str:
     """The bootstrap address of a Kafka that answers, starting one if needed."""
     console = console or Console(stderr=True)
     if _is_external(settings, "kafka"):
@@ -273,7 +269,9 @@ def ensure_kafka(settings: Settings, port: int = LOCAL_KAFKA_PORT, console: Cons
     return process.address
 
 
-def ensure_redis(settings: Settings, port: int = LOCAL_REDIS_PORT, console: Console | None = None) -> str:
+def ensure_redis(
+    settings: Settings, port: int = LOCAL_REDIS_PORT, console: Console | None = None
+) -> str:
     """The URL of a Redis that answers PING, starting one if needed."""
     console = console or Console(stderr=True)
     if _is_external(settings, "redis"):
@@ -328,10 +326,8 @@ def resolve_kafka_jars(cache_dir: Path, console: Console | None = None) -> Path:
             f"set in ~/.m2/settings.xml)? `{shlex.join(command)}` said:\n"
             + _last_lines(result.stdout + result.stderr)
         )
-    try:
+    with contextlib.suppress(OSError):  # another launcher finished first; its jars are the same
         (work / "libs").rename(libs)
-    except OSError:
-        pass  # another launcher finished first; its jars are the same
     shutil.rmtree(work, ignore_errors=True)
     return libs
 
@@ -339,9 +335,12 @@ def resolve_kafka_jars(cache_dir: Path, console: Console | None = None) -> Path:
 def kafka_answers(bootstrap: str) -> bool:
     """A real metadata request: the broker is registered and serves clients."""
     try:
-        with _quiet("kafka"), KafkaAdminClient(
-            bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=3000
-        ) as admin:
+        with (
+            _quiet("kafka"),
+            KafkaAdminClient(
+                bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=3000
+            ) as admin,
+        ):
             return bool(admin.describe_cluster()["brokers"])
     except (KafkaError, OSError):
         return False
@@ -365,6 +364,15 @@ def llm_answers(base_url: str) -> bool:
         return False
 
 
+def openai_answers(base_url: str, api_key: SecretStr | None = None) -> bool:
+    """Any OpenAI-compatible server lists its models; only llama.cpp's has `/health`."""
+    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
+    try:
+        return httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=5).is_success
+    except httpx.HTTPError:
+        return False
+
+
 PROBES: dict[str, Callable[[str], bool]] = {
     "kafka": kafka_answers,
     "redis": redis_answers,
@@ -379,7 +387,8 @@ def _start_kafka(settings: Settings, home: Path, port: int, console: Console) ->
     java = _require("java", "kafka")
     _require_free_ports("kafka", port, port + 1)
     libs = resolve_kafka_jars(settings.cache_dir, console)
-    data_dir, server_properties, log4j = home / "data", home / "server.properties", home / "log4j.properties"
+    data_dir = home / "data"
+    server_properties, log4j = home / "server.properties", home / "log4j.properties"
     home.mkdir(parents=True, exist_ok=True)
     server_properties.write_text(kafka_server_properties(port, data_dir))
     log4j.write_text(kafka_log4j_properties(home / "kafka.log"))
@@ -410,11 +419,13 @@ def _start_redis(home: Path, port: int, console: Console) -> Process:
     pid_file, log_file = home / "redis.pid", home / "redis.log"
     pid_file.unlink(missing_ok=True)
     console.print(f"Starting Redis on {HOST}:{port} ...")
-    command = [redis_server, "--daemonize", "yes", "--bind", HOST, "--port", str(port),
-               "--dir", str(home), "--pidfile", str(pid_file), "--logfile", str(log_file)]  # fmt: skip
+    command = [redis_server, "--daemonize", "yes", "--bind", HOST, "--port", str(port), "--dir",
+               str(home), "--pidfile", str(pid_file), "--logfile", str(log_file)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise ServiceError(f"redis-server did not start:\n{_last_lines(result.stdout + result.stderr)}")
+        raise ServiceError(
+            f"redis-server did not start:\n{_last_lines(result.stdout + result.stderr)}"
+        )
     # The daemon writes its pid file once it listens; it exits instead when it cannot.
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
     while not pid_file.exists():
@@ -433,7 +444,7 @@ def _start_llm(settings: Settings, home: Path, model: str, port: int, console: C
                "--model", model, "--port", str(port)]  # fmt: skip
     # The server reads its own settings; pass on what this launcher was given in code.
     env = {**os.environ, "LOOPLINE_CACHE_DIR": str(settings.cache_dir.expanduser().resolve())}
-    console.print(f"Starting the LLM server ({model}) on {HOST}:{port}; the first start downloads its weights ...")
+    console.print(f"Starting the LLM server ({model}) on {HOST}:{port} ...")
     log_file = home / "llm.log"
     pid = _spawn(command, log_file, env)
     address, marker = f"http://{HOST}:{port}/v1", shlex.join(command[1:])
@@ -479,7 +490,9 @@ def _wait_until_answers(
                     + _log_tails(logs)
                 )
             last_line = escape(_last_lines(_read_tail(logs[-1]), 1)[:100])
-            progress.update(f"Waiting for {TITLES[name]} at {process.address} ({waited:.0f} s) {last_line}")
+            progress.update(
+                f"Waiting for {TITLES[name]} at {process.address} ({waited:.0f} s) {last_line}"
+            )
             time.sleep(0.5)
     console.print(f"{TITLES[name]} answers at {process.address} (pid {process.pid}).")
 
@@ -498,21 +511,14 @@ def _use_existing(name: str, address: str, answers: Callable[[str], bool], conso
     return address
 
 
-def openai_answers(base_url: str, api_key: SecretStr | None = None) -> bool:
-    """Any OpenAI-compatible server lists its models; only llama.cpp's has `/health`."""
-    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
-    try:
-        return httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=5).is_success
-    except httpx.HTTPError:
-        return False
-
-
 def _state(settings: Settings, name: str) -> ServiceState:
     if _is_external(settings, name):
         address = getattr(settings, EXTERNAL_FIELDS[name])
         if name == "llm":
             answers = openai_answers(address, settings.llm_api_key)
-            return ServiceState(name, address, answers, f"from {ENV_VARS[name]}", settings.llm_model)
+            return ServiceState(
+                name, address, answers, f"from {ENV_VARS[name]}", settings.llm_model
+            )
         return ServiceState(name, address, PROBES[name](address), f"from {ENV_VARS[name]}")
     process = _running(_home(settings, name))
     if process is None:
@@ -521,7 +527,7 @@ def _state(settings: Settings, name: str) -> ServiceState:
     return ServiceState(name, process.address, answers, f"pid {process.pid}", process.model)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet(logger_name: str) -> Iterator[None]:
     """Connection-refused errors are expected while a broker starts; keep them off the terminal."""
     logger = logging.getLogger(logger_name)
@@ -564,7 +570,7 @@ def _running(home: Path, console: Console | None = None) -> Process | None:
         return process
     path.unlink(missing_ok=True)
     if console:
-        console.print(f"Stale pid file {path} (pid {process.pid} is gone); starting afresh.")
+        console.print(f"Removed the stale pid file {path} (pid {process.pid} is gone).")
     return None
 
 

@@ -24,9 +24,13 @@ console = Console(stderr=True)
 def up(
     llm: bool = typer.Option(False, "--llm", help="Also start the local LLM server."),
     llm_model: str = typer.Option(
-        None, "--llm-model", help="Model for the LLM server (implies --llm; default: LOOPLINE_LLM_MODEL)"
+        None,
+        "--llm-model",
+        help="Model for the LLM server (implies --llm; default: LOOPLINE_LLM_MODEL)",
     ),
-    kafka_port: int = typer.Option(LOCAL_KAFKA_PORT, help="Kafka's port; its controller takes the next one."),
+    kafka_port: int = typer.Option(
+        LOCAL_KAFKA_PORT, help="Kafka's port; its controller takes the next one."
+    ),
     redis_port: int = typer.Option(LOCAL_REDIS_PORT, help="Redis's port."),
     llm_port: int = typer.Option(LOCAL_LLM_PORT, help="The LLM server's port."),
 ) -> None:
@@ -71,4 +75,3 @@ def _status_table(states: list[services.ServiceState]) -> Table:
         how = state.how + (f", model {state.model}" if state.model else "")
         table.add_row(state.title, state.address or "-", answers, how)
     return table
-

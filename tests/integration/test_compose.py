@@ -21,7 +21,15 @@ COMPOSE_BINARY = Path(compose.__file__).parent / "docker-compose"
 
 
 def compose_config(compose_file: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(COMPOSE_BINARY), "--project-directory", str(REPO), "-f", str(compose_file), "config", "-q"]
+    command = [
+        str(COMPOSE_BINARY),
+        "--project-directory",
+        str(REPO),
+        "-f",
+        str(compose_file),
+        "config",
+        "-q",
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 

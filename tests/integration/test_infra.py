@@ -33,12 +33,18 @@ class Stack:
     kafka_port: int
     redis_port: int
 
-    def infra(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def infra(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "loopline.streams.cli", "infra", *args]
-        return subprocess.run(command, env=env or self.env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            command, env=env or self.env, capture_output=True, text=True, timeout=600
+        )
 
     def up(self) -> subprocess.CompletedProcess[str]:
-        return self.infra("up", "--kafka-port", str(self.kafka_port), "--redis-port", str(self.redis_port))
+        return self.infra(
+            "up", "--kafka-port", str(self.kafka_port), "--redis-port", str(self.redis_port)
+        )
 
     def pids(self) -> dict[str, int]:
         records = self.state_dir.glob("*/service.json")
@@ -52,7 +58,9 @@ def one_line(text: str) -> str:
 
 def clean_env(state_dir: Path) -> dict[str, str]:
     """No `LOOPLINE_*` service variables from the calling shell: this launcher starts its own."""
-    env = {name: value for name, value in os.environ.items() if name not in services.ENV_VARS.values()}
+    env = {
+        name: value for name, value in os.environ.items() if name not in services.ENV_VARS.values()
+    }
     return {**env, "LOOPLINE_STATE_DIR": str(state_dir)}
 
 
@@ -78,10 +86,15 @@ def test_up_prints_the_endpoints_and_status_agrees(stack: Stack) -> None:
 
 
 def test_status_lines_can_be_evaluated_by_a_shell(stack: Stack) -> None:
-    script = 'eval "$(python -m loopline.streams.cli infra status)"; echo "$LOOPLINE_KAFKA_BOOTSTRAP $LOOPLINE_REDIS_URL"'
+    script = (
+        'eval "$(python -m loopline.streams.cli infra status)"; '
+        'echo "$LOOPLINE_KAFKA_BOOTSTRAP $LOOPLINE_REDIS_URL"'
+    )
     env = {**stack.env, "PATH": f"{Path(sys.executable).parent}:{stack.env['PATH']}"}
 
-    shell = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    shell = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
 
     assert shell.stdout.split() == [
         f"127.0.0.1:{stack.kafka_port}",

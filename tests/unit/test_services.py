@@ -24,7 +24,9 @@ def no_existing_services(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def parse_properties(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
 
 
 def test_server_properties_make_a_single_node_kraft_cluster(tmp_path: Path) -> None:
@@ -65,7 +67,11 @@ def test_env_lines_survive_a_shell_eval() -> None:
         llm_base_url="http://127.0.0.1:38080/v1",
         llm_model="smollm2-135m",
     )
-    script = "\n".join(endpoints.env_lines()) + "\n" + 'printf "%s\\n" "$LOOPLINE_REDIS_URL" "$LOOPLINE_LLM_MODEL"'
+    script = (
+        "\n".join(endpoints.env_lines())
+        + "\n"
+        + 'printf "%s\\n" "$LOOPLINE_REDIS_URL" "$LOOPLINE_LLM_MODEL"'
+    )
 
     shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
 
@@ -75,7 +81,10 @@ def test_env_lines_survive_a_shell_eval() -> None:
 def test_env_lines_leave_out_an_absent_llm() -> None:
     lines = services.Endpoints("127.0.0.1:39092", "redis://127.0.0.1:36379/0").env_lines()
 
-    assert [line.split("=", 1)[0] for line in lines] == ["LOOPLINE_KAFKA_BOOTSTRAP", "LOOPLINE_REDIS_URL"]
+    assert [line.split("=", 1)[0] for line in lines] == [
+        "LOOPLINE_KAFKA_BOOTSTRAP",
+        "LOOPLINE_REDIS_URL",
+    ]
 
 
 def test_endpoints_need_both_kafka_and_redis_to_answer() -> None:
@@ -103,7 +112,9 @@ def test_health_url_sits_beside_the_openai_api() -> None:
         ("redis-server", "redis", "redis-server", "LOOPLINE_REDIS_URL"),
     ],
 )
-def test_missing_tool_message_says_what_to_install(command: str, service: str, package: str, env_var: str) -> None:
+def test_missing_tool_message_says_what_to_install(
+    command: str, service: str, package: str, env_var: str
+) -> None:
     message = services.missing_tool_message(command, service)
 
     assert f"`{command}`" in message
@@ -111,7 +122,9 @@ def test_missing_tool_message_says_what_to_install(command: str, service: str, p
     assert env_var in message
 
 
-def test_a_missing_tool_stops_the_start_with_its_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_tool_stops_the_start_with_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed
 
     with pytest.raises(ServiceError, match="apt-get install -y redis-server"):
@@ -148,7 +161,9 @@ def test_a_reused_pid_is_not_taken_for_the_service(tmp_path: Path) -> None:
         record = tmp_path / "kafka" / "service.json"
         record.parent.mkdir()
         record.write_text(
-            json.dumps(services.Process(stranger.pid, "127.0.0.1:1", "server.properties", []).__dict__)
+            json.dumps(
+                services.Process(stranger.pid, "127.0.0.1:1", "server.properties", []).__dict__
+            )
         )
 
         assert services.status(Settings(state_dir=tmp_path)) is None
