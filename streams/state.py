@@ -14,26 +14,25 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 # KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset.
-# ARGV: triples of (topic:partition, offset, comma-separated outcomes), in consumption order.
+# ARGV: triples of (topic:partition, offset, comma-separated outcomes), in any order.
 _COUNT_NEW_OFFSETS = """
-local seen = {}
+local counted_up_to, highest = {}, {}
 local counted = 0
 for i = 1, #ARGV, 3 do
   local tp, offset, outcomes = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local high = seen[tp]
-  if high == nil then
-    high = tonumber(redis.call('HGET', KEYS[2], tp) or '-1')
+  if counted_up_to[tp] == nil then
+    counted_up_to[tp] = tonumber(redis.call('HGET', KEYS[2], tp) or '-1')
+    highest[tp] = counted_up_to[tp]
   end
-  if offset > high then
+  if offset > counted_up_to[tp] then
     for outcome in string.gmatch(outcomes, '[^,]+') do
       redis.call('HINCRBY', KEYS[1], outcome, 1)
     end
-    high = offset
     counted = counted + 1
+    if offset > highest[tp] then highest[tp] = offset end
   end
-  seen[tp] = high
 end
-for tp, high in pairs(seen) do
+for tp, high in pairs(highest) do
   redis.call('HSET', KEYS[2], tp, high)
 end
 return counted

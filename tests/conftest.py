@@ -1,3 +1,3 @@
 """Shared fixtures: real services come from tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.llm"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.llm", "tests.fixtures.models"]

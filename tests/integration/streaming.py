@@ -1,0 +1,130 @@
+"""Helpers for stream tests: a task file per test, workers as real processes, topic reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import yaml
+from kafka import KafkaProducer
+
+from loopline.schemas import TaskConfig
+from loopline.streams.agents.annotate import STAGE
+from loopline.streams.cli.stream import read_topic  # noqa: F401  (re-exported for tests)
+from loopline.streams.state import OutcomeLedger
+from loopline.streams.topics import ensure_topics
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def write_task(tmp_path: Path, prefix: str, example: str = "banking77", **overrides) -> Path:
+    """A copy of an example task with this test's own topic prefix (and consumer group)."""
+    raw = yaml.safe_load((EXAMPLES / example / "task.yml").read_text())
+    raw["topics"]["prefix"] = f"{prefix}."
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    path = tmp_path / f"{prefix}.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def service_env(kafka_bootstrap: str, redis_url: str, tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env.update(
+        LOOPLINE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        LOOPLINE_REDIS_URL=redis_url,
+        LOOPLINE_STATE_DIR=str(tmp_path / "state"),
+        **extra,
+    )
+    return env
+
+
+def start_worker(task_file: Path, model: Path, env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
+         "--model", str(model)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def produce_raw(bootstrap: str, task: TaskConfig, values: list[tuple[bytes | None, bytes | None]]):
+    """Send (key, value) pairs exactly as given, bad bytes included."""
+    ensure_topics(bootstrap, task)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for key, value in values:
+        producer.send(task.topic("texts"), key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def texts(n: int, seed_file: str = "test.jsonl", example: str = "banking77") -> list[dict]:
+    """n items with unique ids, cycling through an example's texts."""
+    lines = (EXAMPLES / example / seed_file).read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    return [
+        {"id": f"item-{i}", "text": rows[i % len(rows)]["text"], "meta": {"gold": rows[i % len(rows)].get("label")}}
+        for i in range(n)
+    ]
+
+
+def counts(redis_url: str, task: TaskConfig, stage: str = STAGE) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        client = aioredis.from_url(redis_url)
+        try:
+            return await OutcomeLedger(client, task.topics.prefix, stage).counts()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def wait_for_outcomes(
+    redis_url: str, task: TaskConfig, total: int, timeout_s: float, workers=()
+) -> dict[str, int]:
+    """Poll the ledger until `total` offsets have an outcome; fail early if a worker died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = counts(redis_url, task)
+        done = sum(v for k, v in current.items() if k != "audit")
+        if done >= total:
+            return current
+        for proc in workers:
+            assert proc.poll() is None, f"worker exited with {proc.returncode} before finishing"
+        assert time.monotonic() < deadline, f"only {done}/{total} outcomes after {timeout_s}s: {current}"
+        time.sleep(0.5)
+
+
+def outputs_by_id(bootstrap: str, task: TaskConfig, roles: tuple[str, ...]) -> dict[str, list]:
+    """id -> [(role, raw value), ...] across the given output topics."""
+    seen: dict[str, list] = defaultdict(list)
+    for role in roles:
+        for value in read_topic(
+            bootstrap, task.topic(role), from_beginning=True, max_messages=None, timeout_s=3.0
+        ):
+            seen[json.loads(value)["id"]].append((role, value))
+    return seen
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
