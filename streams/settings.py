@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     llm_daily_token_budget: int | None = Field(
         default=None, gt=0, description="Tokens per day shared by all workers."
     )
+    llm_cache_ttl_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="How long LLM answers stay in the Redis cache."
+    )
     llm_price_per_1k_tokens: float = Field(
         default=0.0, ge=0, description="For cost estimates in evaluate and bench."
     )

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import infra, model, schemas, stream
+from loopline.streams.cli import infra, llm, model, schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -28,6 +28,7 @@ app.command("train")(model.train)
 app.command("evaluate")(model.evaluate)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")
+app.add_typer(llm.app, name="llm")
 
 
 def main() -> None:
