@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
@@ -180,3 +181,17 @@ def test_down_stops_everything_and_status_then_fails(stack: Stack) -> None:
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_llm_server_fixture_answers_chat_completions(llm_server: str) -> None:
+    """The launcher's LLM path (`loopline llm serve` in the background), as other tests get it."""
+    request = {
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 8,
+    }
+
+    response = httpx.post(f"{llm_server}/chat/completions", json=request, timeout=120)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].strip()
