@@ -2,8 +2,9 @@
 
 The policy, in order:
 
-1. Matching: a mention matches where its words occur in the text, runs of whitespace
-   matching any whitespace; exact case first, any case when the exact words are absent.
+1. Matching: a mention matches where its words occur in the text as whole words (not
+   inside a longer word), runs of whitespace matching any whitespace; exact case first,
+   any case when the exact words are absent.
 2. Repeats: mentions are taken in the order the LLM listed them (the prompt asks for text
    order, a repeated entity once per occurrence). Each claims the first occurrence of its
    words at or after the previous mention's end that no earlier mention with the same words
@@ -74,7 +75,11 @@ def _place(
 
 def _words_pattern(words: str) -> str | None:
     tokens = words.split()
-    return r"\s+".join(re.escape(token) for token in tokens) if tokens else None
+    if not tokens:
+        return None
+    before = r"(?<!\w)" if re.match(r"\w", tokens[0]) else ""
+    after = r"(?!\w)" if re.search(r"\w$", tokens[-1]) else ""
+    return before + r"\s+".join(re.escape(token) for token in tokens) + after
 
 
 def _longest_without_overlap(spans: list[Span]) -> list[Span]:

