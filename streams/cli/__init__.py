@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import infra, llm, model, schemas, stream
+from loopline.streams.cli import bench, infra, llm, model, schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -29,6 +29,7 @@ app.command("evaluate")(model.evaluate)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")
 app.add_typer(llm.app, name="llm")
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
@@ -36,5 +37,5 @@ def main() -> None:
     try:
         app()
     except LooplineError as error:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(error))}")
         sys.exit(2)

@@ -1,0 +1,223 @@
+"""`loopline bench stream`: the worker's end-to-end throughput and latency, against the
+student's in-process speed on the same texts, measured in one run.
+
+End-to-end throughput drains a backlog through a real worker process (start-up excluded);
+latency is then measured at half that rate, from the input's Kafka timestamp to the
+output's, so both are the broker's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from loopline.processors.student import Student
+from loopline.schemas import ServiceError, TaskConfig, TextIn
+from loopline.streams.codec import encode
+from loopline.streams.settings import Settings
+from loopline.streams.topics import ensure_topics
+
+OUTPUT_ROLES = ("predictions", "llm", "review", "deadletter")
+
+
+@dataclass
+class StreamBenchResult:
+    n: int
+    in_process_items_per_s: float
+    end_to_end_items_per_s: float
+    ratio: float
+    latency_rate_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def in_process_rate(student: Student, texts: Sequence[str], batch_size: int, repeats: int = 3) -> float:
+    """Median items/s of `student.predict` over the texts, in batches like the worker's."""
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(texts), batch_size):
+            student.predict(texts[start : start + batch_size], batch_size=batch_size)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def bench_task(task: TaskConfig, run_id: str) -> TaskConfig:
+    """The task on fresh topics of its own (and its own consumer group), with no audit."""
+    return task.model_copy(
+        update={
+            "topics": task.topics.model_copy(update={"prefix": f"bench-{run_id}."}),
+            "routing": task.routing.model_copy(update={"audit_rate": 0.0}),
+        }
+    )
+
+
+def start_worker(task_file: Path, model: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
+         "--model", str(model)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+class OutputWatcher:
+    """Reads every output topic of the task; remembers the first output time per id."""
+
+    def __init__(self, bootstrap: str, task: TaskConfig) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.partitions = [
+            TopicPartition(task.topic(role), p)
+            for role in OUTPUT_ROLES
+            for p in range(task.topics.partitions)
+        ]
+        self.consumer.assign(self.partitions)
+        self.consumer.seek_to_beginning(*self.partitions)
+        self.first_output_ms: dict[str, int] = {}
+
+    def drain_until(self, ids: set[str], timeout_s: float, alive: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ids <= self.first_output_ms.keys():
+            if not alive():
+                raise ServiceError("the benchmark's worker stopped; see its log")
+            if time.monotonic() > deadline:
+                missing = len(ids - self.first_output_ms.keys())
+                raise ServiceError(f"{missing} items had no output after {timeout_s:.0f}s")
+            for records in self.consumer.poll(timeout_ms=200, max_records=5000).values():
+                for record in records:
+                    item_id = json.loads(record.value).get("id", record.key.decode())
+                    self.first_output_ms.setdefault(item_id, record.timestamp)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def produce(producer: KafkaProducer, task: TaskConfig, items: Sequence[TextIn],
+            rate_per_s: float | None = None) -> dict[str, int]:
+    """Send items (at most `rate_per_s` a second); return each id's input timestamp in ms."""
+    sent_ms: dict[str, int] = {}
+    futures = []
+    started = time.perf_counter()
+    for index, item in enumerate(items):
+        if rate_per_s is not None:
+            lag = started + index / rate_per_s - time.perf_counter()
+            if lag > 0:
+                time.sleep(lag)
+        futures.append((item.id, producer.send(task.topic("texts"), key=item.id.encode(), value=encode(item))))
+    producer.flush()
+    for item_id, future in futures:
+        sent_ms[item_id] = future.get().timestamp
+    return sent_ms
+
+
+def wait_until_consuming(producer: KafkaProducer, watcher: OutputWatcher, task: TaskConfig,
+                         worker: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """A probe item goes through: the worker has joined its group and loaded its model."""
+    probe = TextIn(id="bench-probe", text="warm-up")
+    produce(producer, task, [probe])
+    watcher.drain_until({probe.id}, timeout_s, alive=lambda: worker.poll() is None)
+
+
+def run_stream_bench(
+    settings: Settings,
+    task: TaskConfig,
+    model: Path,
+    texts: Sequence[str],
+    n: int,
+    workdir: Path,
+    latency_seconds: float = 20.0,
+    report: Callable[[str], None] = print,
+) -> StreamBenchResult:
+    student = Student.load(model, task)
+    pool = [texts[i % len(texts)] for i in range(n)]
+    report(f"in-process: student.predict on {n} texts, batches of {settings.batch_size}")
+    in_process = in_process_rate(student, pool, settings.batch_size)
+    del student
+
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    bench = bench_task(task, run_id)
+    task_file = workdir / "task.yml"
+    task_file.write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
+    ensure_topics(settings.kafka_bootstrap, bench)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks=1)
+    watcher = OutputWatcher(settings.kafka_bootstrap, bench)
+    worker = start_worker(task_file, model, workdir / "worker.log")
+    try:
+        report("end-to-end: starting a worker")
+        wait_until_consuming(producer, watcher, bench, worker)
+        report(f"end-to-end: backlog of {n} items through the worker")
+        backlog = [TextIn(id=f"max-{i}", text=t) for i, t in enumerate(pool)]
+        sent = produce(producer, bench, backlog)
+        watcher.drain_until(set(sent), 600, alive=lambda: worker.poll() is None)
+        outputs = [watcher.first_output_ms[i] for i in sent]
+        first_input = min(sent.values())
+        # Throughput of the drain: the worker starts when the first input exists.
+        end_to_end = n / max((max(outputs) - first_input) / 1000, 1e-3)
+
+        rate = end_to_end / 2
+        count = max(int(rate * latency_seconds), 100)
+        report(f"latency: {count} items at {rate:.0f}/s (half the maximum)")
+        paced = [TextIn(id=f"lat-{i}", text=pool[i % n]) for i in range(count)]
+        sent = produce(producer, bench, paced, rate_per_s=rate)
+        watcher.drain_until(set(sent), 600, alive=lambda: worker.poll() is None)
+        latencies = np.array([watcher.first_output_ms[i] - sent[i] for i in sent], dtype=float)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        watcher.close()
+        producer.close()
+        delete_topics(settings.kafka_bootstrap, bench)
+    np.save(workdir / "latencies_ms.npy", latencies)
+    return StreamBenchResult(
+        n=n,
+        in_process_items_per_s=in_process,
+        end_to_end_items_per_s=end_to_end,
+        ratio=end_to_end / in_process,
+        latency_rate_per_s=rate,
+        latency_p50_ms=float(np.percentile(latencies, 50)),
+        latency_p99_ms=float(np.percentile(latencies, 99)),
+        latency_n=len(latencies),
+    )
+
+
+def delete_topics(bootstrap: str, task: TaskConfig) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([task.topic(role) for role in (*OUTPUT_ROLES, "texts")])
+    finally:
+        admin.close()
+
+
+def plot_latency(latencies_ms: np.ndarray, result: StreamBenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ordered = np.sort(latencies_ms)
+    ax.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered))
+    for q, value in (("p50", result.latency_p50_ms), ("p99", result.latency_p99_ms)):
+        ax.axvline(value, linestyle="--", color="grey")
+        ax.text(value, 0.05, f" {q} {value:.0f} ms", rotation=90, va="bottom")
+    ax.set_xlabel("produce-to-output latency (ms)")
+    ax.set_ylabel("share of items")
+    ax.set_title(f"{result.latency_n} items at {result.latency_rate_per_s:.0f}/s "
+                 f"(half of max {result.end_to_end_items_per_s:.0f}/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
