@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from loopline.schemas import Annotation
+from loopline.schemas import Annotation, LooplineError
 from loopline.schemas.task import RoutingConfig
 
 Destination = Literal["accept", "llm", "review"]
@@ -18,13 +18,14 @@ Destination = Literal["accept", "llm", "review"]
 
 @dataclass(frozen=True)
 class Decision:
-    """`destination` for the item; `audit` means: accepted, and also sampled for review."""
+    """`destination` for the item. An accepted item with a `review_reason` also goes to
+    review (an audit sample, or an LLM answer people should check)."""
 
     destination: Destination
     reason: str
     detail: str
     priority: float = 0.0
-    audit: bool = False
+    review_reason: str | None = None
 
 
 def audit_draw(item_id: str) -> float:
@@ -40,8 +41,8 @@ def route(
     confidence = annotation.confidence
     priority = 1.0 - confidence
     if confidence >= policy.accept_threshold:
-        audit = draw < policy.audit_rate
-        return Decision("accept", "confident", f"confidence {confidence:.3f}", audit=audit)
+        audit = "audit" if draw < policy.audit_rate else None
+        return Decision("accept", "confident", f"confidence {confidence:.3f}", review_reason=audit)
     if not llm_available:
         return Decision(
             "review",
@@ -63,3 +64,34 @@ def route(
         f"confidence {confidence:.3f} < {policy.accept_threshold}",
         priority,
     )
+
+
+def same_answer(first: Annotation, second: Annotation) -> bool:
+    """Whether two annotators agree: the same label set, or the same labelled spans."""
+    return set(first.labels) == set(second.labels) and {
+        (span.start, span.end, span.label) for span in first.spans
+    } == {(span.start, span.end, span.label) for span in second.spans}
+
+
+def after_llm(
+    student: Annotation | None, llm: Annotation | LooplineError, *, min_confidence: float
+) -> Decision:
+    """Publish the LLM's answer; ask people too when it failed, is unsure, or disagrees.
+
+    Disagreement is the strongest signal: where student and LLM agree they are usually
+    both right, so those items need no one's time.
+    """
+    if isinstance(llm, LooplineError):
+        code = getattr(llm, "code", "llm_error")
+        return Decision("review", code, f"the LLM gave no answer: {llm}", priority=1.0)
+    if llm.confidence < min_confidence:
+        return Decision(
+            "accept", "llm_answer", f"LLM confidence {llm.confidence:.3f}",
+            priority=1.0 - llm.confidence, review_reason="llm_unsure",
+        )
+    if student is not None and not same_answer(student, llm):
+        return Decision(
+            "accept", "llm_answer", "the student and the LLM disagree",
+            priority=1.0, review_reason="llm_disagrees",
+        )
+    return Decision("accept", "llm_answer", f"LLM confidence {llm.confidence:.3f}")

@@ -7,6 +7,7 @@ another worker is all it takes to split the partitions of `texts` between them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 import faust
 
@@ -42,6 +43,27 @@ def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTop
         producer_acks=-1,
     )
     return app, declare(app, task)
+
+
+def register_batch_agent(
+    app: faust.App,
+    topic: faust.TopicT,
+    name: str,
+    handle: Callable[[Sequence[faust.EventT]], Awaitable[None]],
+    *,
+    batch_size: int,
+    window_s: float,
+) -> None:
+    """An agent that hands `handle` batches of at most `batch_size` events, waiting at most
+    `window_s` to fill one. Events are acknowledged only after `handle` returns."""
+
+    @app.agent(topic, name=name)
+    async def agent(stream: faust.StreamT) -> None:
+        try:
+            async for events in stream.take_events(batch_size, within=window_s):
+                await handle(events)
+        except Exception as exc:  # a bug: expected errors were routed by `handle`
+            await crash_loudly(app, name, exc)
 
 
 async def crash_loudly(app: faust.App, agent: str, exc: BaseException) -> None:

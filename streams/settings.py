@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="For cost estimates in evaluate and bench."
     )
 
+    llm_batch_size: int = Field(
+        default=8, ge=1, description="Most unsure items the teach agent sends the LLM at once."
+    )
+    llm_batch_window_s: float = Field(
+        default=0.2, gt=0, description="Longest wait to fill an LLM batch."
+    )
+
     batch_size: int = Field(default=256, ge=1, description="Most items the student sees at once.")
     batch_window_s: float = Field(
         default=0.02, gt=0, description="Longest wait to fill a batch (bounds latency)."

@@ -9,29 +9,43 @@ import redis.asyncio as aioredis
 
 from loopline.processors.student import Student
 from loopline.schemas import TaskConfig
-from loopline.streams.agents import annotate
+from loopline.streams.agents import annotate, teach
 from loopline.streams.app import create_app
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
+from loopline.streams.wiring import build_teacher
+
+STAGES = (annotate.STAGE, teach.STAGE)
 
 
-def ledger(settings: Settings, task: TaskConfig, stage: str) -> OutcomeLedger:
-    return OutcomeLedger(aioredis.from_url(settings.redis_url), task.topics.prefix, stage)
+def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger:
+    return OutcomeLedger(redis, task.topics.prefix, stage)
 
 
 def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
+    """A worker app: the annotate agent, and the teach agent when an LLM is configured."""
     student = Student.load(model_dir, task)
     ensure_topics(settings.kafka_bootstrap, task)
     app, topics = create_app(settings, task)
-    stage = annotate.AnnotateStage(
-        task,
-        topics,
-        student,
-        ledger(settings, task, annotate.STAGE),
-        llm_available=settings.llm_base_url is not None,
+    redis = aioredis.from_url(settings.redis_url)
+    llm_available = settings.llm_base_url is not None
+    annotate.register(
+        app,
+        annotate.AnnotateStage(
+            task, topics, student, ledger(redis, task, annotate.STAGE), llm_available=llm_available
+        ),
+        batch_size=settings.batch_size,
+        window_s=settings.batch_window_s,
     )
-    annotate.register(app, stage, batch_size=settings.batch_size, window_s=settings.batch_window_s)
+    if llm_available:
+        teacher = build_teacher(task, settings, redis)
+        teach.register(
+            app,
+            teach.TeachStage(task, topics, teacher, ledger(redis, task, teach.STAGE)),
+            batch_size=settings.llm_batch_size,
+            window_s=settings.llm_batch_window_s,
+        )
     return app
 
 

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
+import redis.asyncio as aioredis
 import typer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from loopline.schemas import InputError, load_task
+from loopline.schemas import InputError, TaskConfig, load_task
 from loopline.streams import worker as worker_assembly
-from loopline.streams.agents import annotate
 from loopline.streams.codec import encode, text_from_line
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
@@ -150,10 +150,13 @@ def stats(
     Console().print(table)
 
 
-async def stage_counts(settings: Settings, config) -> dict[str, dict[str, int]]:
-    counts = {}
-    for stage in (annotate.STAGE,):
-        ledger = worker_assembly.ledger(settings, config, stage)
-        counts[stage] = await ledger.counts()
-    return counts
+async def stage_counts(settings: Settings, config: TaskConfig) -> dict[str, dict[str, int]]:
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        return {
+            stage: await worker_assembly.ledger(redis, config, stage).counts()
+            for stage in worker_assembly.STAGES
+        }
+    finally:
+        await redis.aclose()
 

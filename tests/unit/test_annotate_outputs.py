@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from loopline.schemas import Annotation, Prediction, RoutedItem, TaskConfig, TextIn
 from loopline.schemas.errors import ModelError
-from loopline.streams.agents.annotate import decide, outcome_of, outputs_for
+from loopline.streams.agents.annotate import decide, suggestions_of
+from loopline.streams.outputs import outputs_for
 
 TASK = TaskConfig(
     name="demo",
@@ -21,19 +22,18 @@ def answer(confidence: float) -> Annotation:
 def test_confident_item_becomes_one_prediction_with_meta():
     result = answer(0.95)
     decision = decide(result, ITEM, TASK, llm_available=True)
-    [out] = outputs_for(ITEM, result, "v1", decision, TASK)
+    [out] = outputs_for(ITEM, suggestions_of(result, "v1", TASK), decision, TASK)
     assert out.role == "predictions" and out.key == "i1"
     assert isinstance(out.message, Prediction)
     assert out.message.labels == ["a"] and out.message.revision == 0
     assert out.message.source == "student" and out.message.model_version == "v1"
     assert out.message.meta == {"src": "test"}
-    assert outcome_of(decision) == "prediction"
 
 
 def test_unsure_item_goes_to_llm_with_student_suggestion():
     result = answer(0.6)
     decision = decide(result, ITEM, TASK, llm_available=True)
-    [out] = outputs_for(ITEM, result, "v1", decision, TASK)
+    [out] = outputs_for(ITEM, suggestions_of(result, "v1", TASK), decision, TASK)
     assert out.role == "llm"
     assert isinstance(out.message, RoutedItem)
     assert out.message.reason == "low_confidence"
@@ -43,22 +43,22 @@ def test_unsure_item_goes_to_llm_with_student_suggestion():
 
 def test_unsure_item_without_llm_goes_to_review():
     decision = decide(answer(0.6), ITEM, TASK, llm_available=False)
-    [out] = outputs_for(ITEM, answer(0.6), "v1", decision, TASK)
-    assert out.role == "review" and outcome_of(decision) == "review"
+    [out] = outputs_for(ITEM, suggestions_of(answer(0.6), "v1", TASK), decision, TASK)
+    assert out.role == "review"
 
 
 def test_audited_item_is_predicted_and_reviewed():
     task = TASK.model_copy(update={"routing": TASK.routing.model_copy(update={"audit_rate": 1.0})})
     decision = decide(answer(0.99), ITEM, task, llm_available=True)
-    roles = [out.role for out in outputs_for(ITEM, answer(0.99), "v1", decision, task)]
+    roles = [out.role for out in outputs_for(ITEM, suggestions_of(answer(0.99), "v1", task), decision, task)]
     assert roles == ["predictions", "review"]
-    assert decision.audit and outcome_of(decision) == "prediction"
+    assert decision.review_reason == "audit"
 
 
 def test_processor_error_sends_item_to_review_without_suggestion():
     error = ModelError("student failed")
     decision = decide(error, ITEM, TASK, llm_available=True)
-    [out] = outputs_for(ITEM, error, "v1", decision, TASK)
+    [out] = outputs_for(ITEM, suggestions_of(error, "v1", TASK), decision, TASK)
     assert out.role == "review" and out.message.suggestions == []
     assert out.message.reason == "student_error"
 
@@ -68,6 +68,6 @@ def test_outputs_carry_only_the_top_scores():
     result = Annotation(labels=["l9"], scores=scores, confidence=0.95)
     task = TASK.model_copy(update={"scores_top_k": 3})
     decision = decide(result, ITEM, task, llm_available=True)
-    [out] = outputs_for(ITEM, result, "v1", decision, task)
+    [out] = outputs_for(ITEM, suggestions_of(result, "v1", task), decision, task)
     assert list(out.message.scores) == ["l9", "l8", "l7"]
     assert out.message.confidence == 0.95

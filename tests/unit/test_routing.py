@@ -29,7 +29,7 @@ POLICY = RoutingConfig(accept_threshold=0.9, llm_min_confidence=0.3, audit_rate=
 def test_route_by_confidence(confidence, llm, destination, reason):
     decision = route(annotation(confidence), POLICY, llm_available=llm, draw=0.5)
     assert (decision.destination, decision.reason) == (destination, reason)
-    assert not decision.audit
+    assert decision.review_reason is None
 
 
 def test_less_confident_items_get_higher_review_priority():
@@ -41,10 +41,13 @@ def test_less_confident_items_get_higher_review_priority():
 def test_audit_samples_only_accepted_items_at_the_configured_rate():
     policy = RoutingConfig(accept_threshold=0.9, audit_rate=0.1)
     draws = [audit_draw(f"item-{i}") for i in range(20_000)]
-    audited = [route(annotation(0.99), policy, llm_available=True, draw=d).audit for d in draws]
+    audited = [
+        route(annotation(0.99), policy, llm_available=True, draw=d).review_reason == "audit"
+        for d in draws
+    ]
     assert 0.09 < sum(audited) / len(audited) < 0.11
     unsure = route(annotation(0.5), policy, llm_available=True, draw=0.0)
-    assert unsure.destination == "llm" and not unsure.audit
+    assert unsure.destination == "llm" and unsure.review_reason is None
 
 
 def test_audit_draw_is_stable_and_uniform_enough():

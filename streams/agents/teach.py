@@ -1,0 +1,103 @@
+"""The teach agent: llm.requests -> LLM -> a revised prediction, review when it matters.
+
+Each request ends as an LLM prediction (source `llm`, revision 1), also copied to `review`
+when the LLM is unsure or disagrees with the student; or, when the LLM gives no answer
+(down, slow, rate-limited, over budget, garbage after retries), as a review item with the
+reason. Every answer is also kept on `corrections` as a silver example (`source: llm`)
+for the trainer, which weighs it below human labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import faust
+from pydantic import ValidationError
+
+from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
+from loopline.processors.routing import Decision, after_llm
+from loopline.schemas import Correction, InputError, LLMError, RoutedItem, Suggestion, TaskConfig
+from loopline.streams.app import register_batch_agent
+from loopline.streams.outputs import Output, decode_batch, outcome, outputs_for, send_all
+from loopline.streams.state import OutcomeLedger
+from loopline.streams.topics import TaskTopics
+
+STAGE = "teach"
+
+
+def decode_request(raw: bytes | None) -> RoutedItem:
+    try:
+        return RoutedItem.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        raise InputError(
+            "schema_violation",
+            f"not a RoutedItem ({exc.error_count()} problems, first: {exc.errors()[0]['msg']}); "
+            "llm.requests is written by loopline's annotate agent only",
+        ) from None
+
+
+def silver(request: RoutedItem, answer: LLMAnswer, produced_at: datetime) -> Correction:
+    """The LLM's answer as a training example. Its time is the request's, so a redelivered
+    request yields the same message."""
+    return Correction(
+        id=request.id,
+        task=request.task,
+        text=request.item.text,
+        labels=answer.annotation.labels,
+        spans=answer.annotation.spans,
+        source="llm",
+        reviewer=f"llm:{answer.model}/{answer.prompt_version}",
+        time=produced_at,
+    )
+
+
+def teach_outputs(
+    request: RoutedItem, answer: LLMAnswer | LLMError, task: TaskConfig, produced_at: datetime
+) -> tuple[list[Output], Decision]:
+    """Outputs for one request, and the decision taken. Pure."""
+    student = request.suggestions[0].annotation if request.suggestions else None
+    llm = answer.annotation if isinstance(answer, LLMAnswer) else answer
+    decision = after_llm(student, llm, min_confidence=task.llm.min_confidence)
+    suggestions = list(request.suggestions)
+    outputs = []
+    if isinstance(answer, LLMAnswer):
+        suggestions.append(
+            Suggestion(
+                source="llm",
+                model_version=f"{answer.model}/{answer.prompt_version}",
+                prompt_version=answer.prompt_version,
+                annotation=answer.annotation.with_top_scores(task.scores_top_k),
+            )
+        )
+        outputs.append(Output("corrections", request.id, silver(request, answer, produced_at)))
+    outputs += outputs_for(request.item, suggestions, decision, task)
+    return outputs, decision
+
+
+class TeachStage:
+    def __init__(
+        self, task: TaskConfig, topics: TaskTopics, teacher: LLMTeacher, ledger: OutcomeLedger
+    ) -> None:
+        self.task = task
+        self.topics = topics
+        self.teacher = teacher
+        self.ledger = ledger
+
+    async def handle(self, events: Sequence[faust.EventT]) -> None:
+        valid, outputs, outcomes = decode_batch(events, decode_request, self.task.name, STAGE)
+        answers = await self.teacher.answer([request.item.text for _, request in valid])
+        for (message, request), answer in zip(valid, answers, strict=True):
+            produced_at = datetime.fromtimestamp(message.timestamp, tz=timezone.utc)
+            item_outputs, decision = teach_outputs(request, answer, self.task, produced_at)
+            outputs += item_outputs
+            outcomes.append(outcome(message, decision))
+        await send_all(self.topics, outputs)
+        await self.ledger.record(outcomes)
+
+
+def register(app: faust.App, stage: TeachStage, *, batch_size: int, window_s: float) -> None:
+    register_batch_agent(
+        app, stage.topics.llm, f"{stage.task.topics.prefix}{STAGE}", stage.handle,
+        batch_size=batch_size, window_s=window_s,
+    )
