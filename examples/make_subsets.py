@@ -38,7 +38,7 @@ def main() -> None:
 
 
 def make_banking77(source: Path, rng: random.Random) -> None:
-    """10 dev + up to 40 train per intent from train.csv (disjoint), 13 test per intent from test.csv.
+    """Per intent: 10 dev and up to 40 train (disjoint) from train.csv, 13 test from test.csv.
 
     Two intents have fewer than 50 training texts (contactless_not_working has 35); they get
     the rest after dev.

@@ -1,4 +1,4 @@
-"""Making scores mean probabilities: temperature scaling and calibration error. Pure numpy.
+"""Making scores mean probabilities: temperature and Platt scaling, calibration error. Numpy only.
 
 Raw spaCy scores are overconfident: after a few epochs errors at 0.99 are common. One
 temperature `T` per model (per label for independent labels) divides the logits; `T > 1`
@@ -54,6 +54,29 @@ def _fit_binary(logits: np.ndarray, gold: np.ndarray) -> float:
     return math.exp(minimise_scalar(nll, *LOG_T_BOUNDS))
 
 
+def fit_platt(confidence: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of a logistic regression of `correct` on logit(`confidence`).
+
+    Platt scaling, for confidences that are products of dependent probabilities (NER items),
+    where one temperature cannot fix both ends. Newton's method on the mean log-loss with a
+    small ridge so that separable data still gives finite parameters.
+    """
+    x = _logit(confidence)
+    y = np.asarray(correct, dtype=np.float64)
+    design = np.column_stack([x, np.ones_like(x)])
+    params = np.array([1.0, 0.0])
+    ridge = 1e-3 * np.eye(2)
+    for _ in range(100):
+        p = _sigmoid(design @ params)
+        gradient = design.T @ (p - y) / len(y) + ridge @ (params - [1.0, 0.0])
+        hessian = (design * (p * (1 - p))[:, None]).T @ design / len(y) + ridge
+        step = np.linalg.solve(hessian, gradient)
+        params -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(params[0]), float(params[1])
+
+
 def minimise_scalar(
     f: Callable[[float], float], low: float, high: float, tol: float = 1e-4
 ) -> float:
@@ -88,7 +111,12 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def apply_binary_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
     """Independent probabilities with each column's logit divided by its temperature."""
-    return 1.0 / (1.0 + np.exp(-_logit(probs) / temperatures))
+    return _sigmoid(_logit(probs) / temperatures)
+
+
+def apply_platt(confidence: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Confidences mapped through the fitted logistic curve."""
+    return _sigmoid(slope * _logit(confidence) + intercept)
 
 
 # measuring ----------------------------------------------------------------------------------
@@ -148,6 +176,10 @@ def _log(probs: np.ndarray) -> np.ndarray:
 def _logit(probs: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probs, dtype=np.float64), EPSILON, 1.0 - EPSILON)
     return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -84,11 +84,13 @@ def parse_line(raw: bytes, task: TaskConfig) -> LabelledText | None:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Problem(f"not valid UTF-8 ({exc.reason} at byte {exc.start}); save as UTF-8")
+        raise _Problem(
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start}); save as UTF-8"
+        ) from None
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise _Problem(f"not valid JSON ({exc.msg} at column {exc.colno}); fix the line")
+        raise _Problem(f"not valid JSON ({exc.msg} at column {exc.colno}); fix the line") from None
     return parse_record(record, task)
 
 
@@ -133,7 +135,7 @@ def _parse_labels(record: dict, task: TaskConfig) -> list[str]:
     if task.kind == "textcat" and len(labels) != 1:
         raise _Problem(
             f"{len(labels)} labels in an exclusive textcat task; give exactly one "
-            '(or set kind: textcat_multilabel in the task file)'
+            "(or set kind: textcat_multilabel in the task file)"
         )
     return list(dict.fromkeys(labels))
 
@@ -144,8 +146,7 @@ def _parse_spans(record: dict, text: str, task: TaskConfig) -> list[Span]:
         raise _Problem('no "spans" list: add "spans": [] when the text has no entities')
     token_starts, token_ends = _token_boundaries(text)
     spans = [
-        _parse_span(raw, i, text, task, token_starts, token_ends)
-        for i, raw in enumerate(raw_spans)
+        _parse_span(raw, i, text, task, token_starts, token_ends) for i, raw in enumerate(raw_spans)
     ]
     spans.sort(key=lambda span: (span.start, span.end))
     for before, after in zip(spans, spans[1:]):
@@ -208,7 +209,7 @@ def _parse_weight(record: dict) -> float:
 
 
 def _show(span: Span, text: str) -> str:
-    return f"{text[span.start:span.end]!r} [{span.start}, {span.end})"
+    return f"{text[span.start : span.end]!r} [{span.start}, {span.end})"
 
 
 @cache

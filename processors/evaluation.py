@@ -20,7 +20,6 @@ from loopline.processors.protocol import Processor
 from loopline.schemas import Annotation, TaskConfig
 
 
-
 @dataclass(frozen=True)
 class EvalReport:
     annotator: str

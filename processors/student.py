@@ -19,8 +19,10 @@ right:
   score without overlaps; an entity's score is its type's probability. The item's
   confidence is the product of the probabilities of every kept entity and of "no entity"
   for every candidate that does not overlap a kept one: the chance that exactly this set
-  of entities is right, if candidates were independent. The temperature is fitted on
-  candidates; the resulting item-level calibration error is measured and reported.
+  of entities is right, if candidates were independent. They are not (overlapping
+  candidates share evidence), so after the temperature, which is fitted on candidates and
+  calibrates the entity scores, that product goes through Platt scaling fitted on whether
+  whole items were right.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from loopline.processors.calibration import apply_binary_temperatures, apply_temperature
+from loopline.processors.calibration import (
+    apply_binary_temperatures,
+    apply_platt,
+    apply_temperature,
+)
 from loopline.processors.registry import processors
 from loopline.schemas import Annotation, LooplineError, ModelError, Span, TaskConfig
 from loopline.schemas.task import TaskKind
@@ -69,6 +75,7 @@ class ModelMeta(BaseModel):
     created_at: datetime
     architecture: str
     temperature: float | list[float] = 1.0
+    item_platt: tuple[float, float] | None = None
     metrics: dict[str, float] = {}
     per_label: dict[str, dict[str, float]] = {}
     data_counts: dict[str, int] = {}
@@ -78,8 +85,33 @@ class ModelMeta(BaseModel):
     spacy_version: str = ""
 
 
-Calibration = float | np.ndarray
-"""One temperature (textcat, ner) or one per label (textcat_multilabel)."""
+@dataclass(frozen=True)
+class Calibration:
+    """What turns raw scores into probabilities; the defaults leave them raw.
+
+    `temperature` is one number (textcat, ner) or one per label (textcat_multilabel);
+    `item_platt` (slope, intercept) rescales NER item confidences.
+    """
+
+    temperature: float | np.ndarray = 1.0
+    item_platt: tuple[float, float] | None = None
+
+    @classmethod
+    def from_meta(cls, meta: ModelMeta) -> Calibration:
+        temperature = meta.temperature
+        if isinstance(temperature, list):
+            temperature = np.asarray(temperature, dtype=np.float64)
+        return cls(temperature, meta.item_platt)
+
+    def to_meta(self) -> dict[str, Any]:
+        """The ModelMeta fields that store this calibration."""
+        temperature = self.temperature
+        if isinstance(temperature, np.ndarray):
+            temperature = [float(t) for t in temperature]
+        return {"temperature": temperature, "item_platt": self.item_platt}
+
+
+RAW = Calibration()
 
 
 @dataclass(frozen=True)
@@ -108,11 +140,7 @@ class Student:
         self.kind: TaskKind = meta.kind
         self.labels = list(meta.labels)
         self.metrics = dict(meta.metrics)
-        self.calibration: Calibration = (
-            np.asarray(meta.temperature, dtype=np.float64)
-            if isinstance(meta.temperature, list)
-            else float(meta.temperature)
-        )
+        self.calibration = Calibration.from_meta(meta)
         self._component = nlp.get_pipe(COMPONENTS[meta.kind])
 
     @classmethod
@@ -172,7 +200,7 @@ class Student:
         return probs
 
     def decode(self, docs: list[Doc], raw: RawScores, calibration: Calibration) -> list[Annotation]:
-        """Annotations from raw scores calibrated with `calibration` (1.0 leaves them raw)."""
+        """Annotations from raw scores calibrated with `calibration` (RAW leaves them raw)."""
         if self.kind == "ner":
             return decode_entities(docs, raw, self.labels, calibration)
         if self.kind == "textcat_multilabel":
@@ -206,7 +234,9 @@ def read_meta(path: Path) -> ModelMeta:
             "(or training did not finish); retrain with `loopline train`"
         ) from None
     except (json.JSONDecodeError, ValidationError) as exc:
-        raise ModelError(f"{meta_path}: unreadable ({exc}); retrain with `loopline train`") from None
+        raise ModelError(
+            f"{meta_path}: unreadable ({exc}); retrain with `loopline train`"
+        ) from None
     if meta.format != MODEL_FORMAT:
         raise ModelError(
             f"{meta_path}: model format {meta.format}, this loopline reads {MODEL_FORMAT}; "
@@ -237,9 +267,11 @@ def check_matches_task(meta: ModelMeta, task: TaskConfig, path: Path) -> None:
 # decoding -----------------------------------------------------------------------------------
 
 
-def decode_exclusive(probs: np.ndarray, labels: list[str], temperature: float) -> list[Annotation]:
+def decode_exclusive(
+    probs: np.ndarray, labels: list[str], calibration: Calibration
+) -> list[Annotation]:
     """One label per text; confidence = its calibrated probability."""
-    calibrated = apply_temperature(probs, temperature)
+    calibrated = apply_temperature(probs, calibration.temperature)
     best = calibrated.argmax(axis=1)
     confidence = calibrated[np.arange(len(best)), best].tolist()
     return [
@@ -251,10 +283,10 @@ def decode_exclusive(probs: np.ndarray, labels: list[str], temperature: float) -
 
 
 def decode_multilabel(
-    probs: np.ndarray, labels: list[str], temperatures: Calibration
+    probs: np.ndarray, labels: list[str], calibration: Calibration
 ) -> list[Annotation]:
     """Labels with p > 0.5; confidence = probability that the whole label set is right."""
-    calibrated = apply_binary_temperatures(probs, temperatures)
+    calibrated = apply_binary_temperatures(probs, calibration.temperature)
     chosen = calibrated > 0.5
     confidence = np.where(chosen, calibrated, 1.0 - calibrated).prod(axis=1).tolist()
     return [
@@ -269,27 +301,35 @@ def decode_multilabel(
 
 
 def decode_entities(
-    docs: list[Doc], candidates: Candidates, labels: list[str], temperature: float
+    docs: list[Doc], candidates: Candidates, labels: list[str], calibration: Calibration
 ) -> list[Annotation]:
     """Non-overlapping entities per doc and the probability that the set is exactly right."""
-    probs = apply_temperature(candidates.probs, temperature) if len(candidates.probs) else None
-    annotations = []
+    probs = candidates.probs
+    if len(probs):
+        probs = apply_temperature(probs, calibration.temperature)
+    found = []
     offset = 0
     for doc, count in zip(docs, candidates.lengths.tolist()):
         rows = slice(offset, offset + count)
         offset += count
-        if count == 0:
-            annotations.append(Annotation(confidence=1.0))
-            continue
-        annotations.append(
+        found.append(
             _doc_entities(doc, candidates.starts[rows], candidates.ends[rows], probs[rows], labels)
         )
-    return annotations
+    confidence = np.exp([log_confidence for _, log_confidence in found])
+    if calibration.item_platt is not None:
+        confidence = apply_platt(confidence, *calibration.item_platt)
+    return [
+        Annotation.model_construct(labels=[], scores={}, spans=spans, confidence=c)
+        for (spans, _), c in zip(found, confidence.tolist())
+    ]
 
 
 def _doc_entities(
     doc: Doc, starts: np.ndarray, ends: np.ndarray, probs: np.ndarray, labels: list[str]
-) -> Annotation:
+) -> tuple[list[Span], float]:
+    """Greedy non-overlapping entities and the log-probability that they are the whole set."""
+    if not len(probs):
+        return [], 0.0
     none = probs.shape[1] - 1
     best = probs.argmax(axis=1)
     best_p = probs[np.arange(len(best)), best]
@@ -312,7 +352,7 @@ def _doc_entities(
         )
         for i in sorted(kept, key=lambda i: starts[i])
     ]
-    return Annotation(spans=spans, confidence=float(np.exp(log_confidence)))
+    return spans, float(log_confidence)
 
 
 def _candidates(component, docs: list[Doc], n_labels: int) -> Candidates:

@@ -42,6 +42,7 @@ from loopline.processors.calibration import (
     ReliabilityBin,
     expected_calibration_error,
     fit_binary_temperatures,
+    fit_platt,
     fit_temperature,
     reliability_bins,
 )
@@ -51,6 +52,7 @@ from loopline.processors.student import (
     COMPONENTS,
     META_FILE,
     PIPELINE_DIR,
+    RAW,
     RELIABILITY_PLOT,
     Calibration,
     Candidates,
@@ -64,7 +66,9 @@ MIN_HELDOUT = 20
 """Fewer held-out items than this cannot fit a temperature and measure it on two halves."""
 BOW_NGRAM_SIZE = 2
 BOW_LENGTH = 2**16
-NER_LENGTH_COVERAGE = 0.99
+SPANCAT_WIDTH = 64
+SPANCAT_DEPTH = 2
+NER_LENGTH_COVERAGE = 0.98
 """The n-gram suggester proposes spans up to the length that covers this share of entities."""
 MAX_NGRAM = 10
 LATENCY_RUNS = 200
@@ -132,6 +136,32 @@ def textcat_model(architecture: str, exclusive: bool) -> dict:
     )
 
 
+def spancat_model() -> dict:
+    """spaCy's single-label spancat model, narrowed (width 64, depth 2) to serve fast on CPU."""
+    return {
+        "@architectures": "spacy.SpanCategorizer.v1",
+        "scorer": {"@layers": "Softmax.v2"},
+        "reducer": {"@layers": "spacy.mean_max_reducer.v1", "hidden_size": SPANCAT_WIDTH},
+        "tok2vec": {
+            "@architectures": "spacy.Tok2Vec.v2",
+            "embed": {
+                "@architectures": "spacy.MultiHashEmbed.v2",
+                "width": SPANCAT_WIDTH,
+                "rows": [5000, 1000, 2500, 1000],
+                "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+                "include_static_vectors": False,
+            },
+            "encode": {
+                "@architectures": "spacy.MaxoutWindowEncoder.v2",
+                "width": SPANCAT_WIDTH,
+                "window_size": 1,
+                "maxout_pieces": 3,
+                "depth": SPANCAT_DEPTH,
+            },
+        },
+    }
+
+
 def student_architecture(task: TaskConfig) -> str:
     """The task's architecture; NER uses spancat, which is also its default."""
     chosen = task.student.architecture
@@ -157,6 +187,7 @@ def build_pipeline(task: TaskConfig, train_examples: Sequence[LabelledText]) -> 
                 "@misc": "spacy.ngram_suggester.v1",
                 "sizes": list(range(1, entity_length_limit(train_examples) + 1)),
             },
+            "model": spancat_model(),
         }
     else:
         config = {"model": textcat_model(architecture, exclusive=task.kind == "textcat")}
@@ -206,7 +237,7 @@ class TrainReport:
     scores: Scores
     reliability_raw: list[ReliabilityBin]
     reliability_calibrated: list[ReliabilityBin]
-    fold_temperatures: list = field(default_factory=list)
+    fold_calibrations: list[dict] = field(default_factory=list)
 
     @property
     def version(self) -> str:
@@ -220,7 +251,7 @@ class TrainReport:
         return {
             "out_dir": str(self.out_dir),
             **self.meta.model_dump(mode="json"),
-            "fold_temperatures": self.fold_temperatures,
+            "fold_calibrations": self.fold_calibrations,
         }
 
 
@@ -261,7 +292,7 @@ def train(
         version=_version_id(task.name, created_at, config_hash, examples),
         created_at=created_at,
         architecture=student_architecture(task),
-        temperature=_temperature_json(outcome.calibration),
+        **outcome.calibration.to_meta(),
         metrics=metrics,
         per_label={k: vars(v) for k, v in outcome.scores.per_label.items()},
         data_counts={
@@ -281,7 +312,7 @@ def train(
         scores=outcome.scores,
         reliability_raw=outcome.bins_raw,
         reliability_calibrated=outcome.bins_calibrated,
-        fold_temperatures=[_temperature_json(t) for t in outcome.fold_calibrations],
+        fold_calibrations=[c.to_meta() for c in outcome.fold_calibrations],
     )
     _save(nlp, report, out_dir, force)
     return _with_speed(report, heldout)
@@ -341,7 +372,7 @@ def _fit(
                 on_progress(progress)
         if on_progress:
             raw = student.raw_scores(heldout_docs)
-            scores = _score(student, heldout, student.decode(heldout_docs, raw, 1.0))
+            scores = _score(student, heldout, student.decode(heldout_docs, raw, RAW))
             end_of_epoch = TrainProgress(
                 epoch,
                 settings.epochs,
@@ -385,7 +416,7 @@ def calibrate(student: Student, heldout: Sequence[LabelledText], seed: int) -> C
     """Fit the final calibration on all held-out items; measure it by 2-fold cross-fitting."""
     docs = [student.nlp.make_doc(eg.text) for eg in heldout]
     raw = student.raw_scores(docs)
-    raw_annotations = student.decode(docs, raw, 1.0)
+    raw_annotations = student.decode(docs, raw, RAW)
     final = fit_calibration(student, docs, raw, heldout)
 
     order = np.random.default_rng(seed).permutation(len(heldout))
@@ -423,15 +454,23 @@ def calibrate(student: Student, heldout: Sequence[LabelledText], seed: int) -> C
 def fit_calibration(
     student: Student, docs: list[Doc], raw: RawScores, gold: Sequence[LabelledText]
 ) -> Calibration:
-    """The temperature(s) that make `raw` scores fit the gold labels best (lowest NLL)."""
+    """The calibration that makes `raw` scores fit the gold labels best (lowest NLL).
+
+    NER gets a temperature fitted on spancat candidates (it calibrates the entity scores)
+    and then Platt scaling of the item confidence, fitted on whether whole items were right.
+    """
     labels = student.labels
     if student.kind == "textcat":
         index = {label: i for i, label in enumerate(labels)}
-        return fit_temperature(raw, np.array([index[eg.labels[0]] for eg in gold]))
+        return Calibration(fit_temperature(raw, np.array([index[eg.labels[0]] for eg in gold])))
     if student.kind == "textcat_multilabel":
         gold_matrix = np.array([[label in eg.labels for label in labels] for eg in gold])
-        return fit_binary_temperatures(raw, gold_matrix)
-    return fit_temperature(raw.probs, candidate_classes(raw, docs, gold, labels))
+        return Calibration(fit_binary_temperatures(raw, gold_matrix))
+    tempered = Calibration(fit_temperature(raw.probs, candidate_classes(raw, docs, gold, labels)))
+    annotations = student.decode(docs, raw, tempered)
+    confidence = np.array([a.confidence for a in annotations])
+    item_platt = fit_platt(confidence, correct_items("ner", gold, annotations))
+    return Calibration(tempered.temperature, item_platt)
 
 
 def candidate_classes(
@@ -580,12 +619,6 @@ def _score(student: Student, gold: Sequence[LabelledText], predicted: list[Annot
 
 def _loss(losses: dict[str, float]) -> float:
     return float(sum(losses.values()))
-
-
-def _temperature_json(calibration: Calibration) -> float | list[float]:
-    if isinstance(calibration, np.ndarray):
-        return [float(t) for t in calibration]
-    return float(calibration)
 
 
 def _config_hash(task: TaskConfig, nlp: Language) -> str:

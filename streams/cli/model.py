@@ -21,6 +21,7 @@ from loopline.processors.evaluation import EvalReport, evaluate as evaluate_proc
 from loopline.processors.metrics import LabelScore
 from loopline.processors.protocol import Processor
 from loopline.processors.registry import make
+from loopline.processors.student import ModelMeta
 from loopline.processors.training import TrainProgress, TrainReport, train as train_student
 from loopline.schemas import ConfigError, TaskConfig, load_task
 from loopline.streams.settings import Settings
@@ -177,7 +178,7 @@ def _print_train_report(report: TrainReport) -> None:
         table.add_row(name, f"{value:.3f}")
     ece = f"{metrics['ece_raw']:.3f} raw -> {metrics['ece_calibrated']:.3f} calibrated"
     table.add_row("calibration error (ECE, out-of-fold)", ece)
-    table.add_row("temperature", _temperature_text(report.meta.temperature))
+    table.add_row("calibration", _calibration_text(report.meta))
     table.add_row(*_threshold_row(metrics))
     training = f"{metrics['train_seconds']:.1f} s, {metrics['train_docs_per_s']:.0f} docs/s"
     table.add_row("training", training)
@@ -240,10 +241,16 @@ def _per_label_table(per_label: dict[str, LabelScore]) -> Table:
     return table
 
 
-def _temperature_text(temperature: float | list[float]) -> str:
+def _calibration_text(meta: ModelMeta) -> str:
+    temperature = meta.temperature
     if isinstance(temperature, list):
-        return f"per label, {min(temperature):.2f} to {max(temperature):.2f}"
-    return f"{temperature:.3f}"
+        text = f"temperature per label, {min(temperature):.2f} to {max(temperature):.2f}"
+    else:
+        text = f"temperature {temperature:.3f}"
+    if meta.item_platt is not None:
+        slope, intercept = meta.item_platt
+        text += f"; item Platt slope {slope:.2f}, intercept {intercept:.2f}"
+    return text
 
 
 def _with_architecture(task: TaskConfig, architecture: str | None) -> TaskConfig:
@@ -255,4 +262,3 @@ def _with_architecture(task: TaskConfig, architecture: str | None) -> TaskConfig
     except ValueError:
         raise ConfigError(f"--architecture {architecture!r}: use bow, ensemble or cnn") from None
     return task.model_copy(update={"student": student})
-

@@ -7,9 +7,11 @@ import pytest
 
 from loopline.processors.calibration import (
     apply_binary_temperatures,
+    apply_platt,
     apply_temperature,
     expected_calibration_error,
     fit_binary_temperatures,
+    fit_platt,
     fit_temperature,
     minimise_scalar,
     reliability_bins,
@@ -73,3 +75,20 @@ def test_ece_and_bins_by_hand():
 
 def test_golden_section_finds_the_minimum():
     assert minimise_scalar(lambda x: (x - 1.25) ** 2, -3.0, 4.0) == pytest.approx(1.25, abs=1e-3)
+
+
+def test_platt_scaling_fixes_confidence_a_temperature_cannot():
+    rng = np.random.default_rng(3)
+    said = rng.uniform(0.01, 0.999, size=6000)
+    logit = np.log(said) - np.log1p(-said)
+    correct = rng.random(6000) < 1 / (1 + np.exp(-(0.5 * logit - 1.0)))
+    slope, intercept = fit_platt(said[:3000], correct[:3000])
+    assert (slope, intercept) == (pytest.approx(0.5, abs=0.1), pytest.approx(-1.0, abs=0.15))
+    before = expected_calibration_error(said[3000:], correct[3000:])
+    after = expected_calibration_error(apply_platt(said[3000:], slope, intercept), correct[3000:])
+    assert before > 0.2 and after < 0.04
+
+
+def test_platt_stays_finite_on_separable_data():
+    slope, intercept = fit_platt(np.array([0.2, 0.3, 0.8, 0.9]), np.array([0, 0, 1, 1]))
+    assert np.isfinite([slope, intercept]).all() and slope > 0

@@ -116,21 +116,43 @@ def test_reads_ner_spans_sorted(tmp_path):
         (INTENTS, {"text": "hi", "label": "greet", "weight": True}, '"weight" is'),
         (ENTITIES, {"text": "Ada"}, 'no "spans" list'),
         (ENTITIES, {"text": "Ada", "spans": ["Ada"]}, "spans[0] must be an object"),
-        (ENTITIES, {"text": "Ada", "spans": [{"start": 0, "end": "3", "label": "person"}]},
-         "integer"),
+        (
+            ENTITIES,
+            {"text": "Ada", "spans": [{"start": 0, "end": "3", "label": "person"}]},
+            "integer",
+        ),
         (ENTITIES, {"text": "Ada", "spans": [{"start": 0, "end": 3}]}, 'needs a "label"'),
-        (ENTITIES, {"text": "Ada", "spans": [{"start": 0, "end": 3, "label": "dog"}]},
-         "unknown label 'dog'"),
-        (ENTITIES, {"text": "Ada", "spans": [{"start": 0, "end": 4, "label": "person"}]},
-         "outside the text"),
-        (ENTITIES, {"text": "Ada", "spans": [{"start": 2, "end": 2, "label": "person"}]},
-         "outside the text"),
-        (ENTITIES, {"text": "Adams", "spans": [{"start": 0, "end": 3, "label": "person"}]},
-         "token boundaries"),
-        (ENTITIES, {"text": "Ada Lovelace", "spans": [
-            {"start": 0, "end": 12, "label": "person"},
-            {"start": 4, "end": 12, "label": "person"},
-        ]}, "overlap"),
+        (
+            ENTITIES,
+            {"text": "Ada", "spans": [{"start": 0, "end": 3, "label": "dog"}]},
+            "unknown label 'dog'",
+        ),
+        (
+            ENTITIES,
+            {"text": "Ada", "spans": [{"start": 0, "end": 4, "label": "person"}]},
+            "outside the text",
+        ),
+        (
+            ENTITIES,
+            {"text": "Ada", "spans": [{"start": 2, "end": 2, "label": "person"}]},
+            "outside the text",
+        ),
+        (
+            ENTITIES,
+            {"text": "Adams", "spans": [{"start": 0, "end": 3, "label": "person"}]},
+            "token boundaries",
+        ),
+        (
+            ENTITIES,
+            {
+                "text": "Ada Lovelace",
+                "spans": [
+                    {"start": 0, "end": 12, "label": "person"},
+                    {"start": 4, "end": 12, "label": "person"},
+                ],
+            },
+            "overlap",
+        ),
     ],
 )
 def test_bad_lines_name_file_line_and_problem(tmp_path, task, line, message):

@@ -59,7 +59,10 @@ def test_ner_exact_match_per_type_and_overall():
         LabelledText(text="Ada in Paris", spans=entities((0, 3, "person"), (7, 12, "city"))),
         LabelledText(text="Grace", spans=entities((0, 5, "person"))),
     ]
-    predicted = [Annotation(spans=entities((0, 3, "person"), (7, 12, "person")), confidence=1), None]
+    predicted = [
+        Annotation(spans=entities((0, 3, "person"), (7, 12, "person")), confidence=1),
+        None,
+    ]
     scores = score("ner", ["person", "city"], golds, predicted)
     assert scores.per_label["person"].precision == pytest.approx(0.5)
     assert scores.per_label["person"].recall == pytest.approx(0.5)
@@ -73,7 +76,10 @@ def test_correct_items_needs_the_whole_annotation_right():
     golds = [gold("a"), gold("b"), gold()]
     predicted = [said("a"), said("a"), None]
     assert correct_items("textcat_multilabel", golds, predicted).tolist() == [True, False, False]
-    ner_gold = [LabelledText(text="x", spans=[]), LabelledText(text="Ada", spans=entities((0, 3, "person")))]
+    ner_gold = [
+        LabelledText(text="x", spans=[]),
+        LabelledText(text="Ada", spans=entities((0, 3, "person"))),
+    ]
     ner_said = [Annotation(confidence=1), Annotation(spans=entities((0, 3, "city")), confidence=1)]
     assert correct_items("ner", ner_gold, ner_said).tolist() == [True, False]
 

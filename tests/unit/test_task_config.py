@@ -52,7 +52,12 @@ def test_wnut17_is_ner_with_the_six_types():
     task = load_task(EXAMPLES / "wnut17")
     assert task.kind == "ner"
     assert set(task.labels) == {
-        "person", "location", "group", "corporation", "product", "creative-work"
+        "person",
+        "location",
+        "group",
+        "corporation",
+        "product",
+        "creative-work",
     }
     assert student_architecture(task) == "spancat"
 
