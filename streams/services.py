@@ -482,7 +482,11 @@ def _wait_until_answers(
         while not answers(process.address):
             waited = time.monotonic() - started
             if not _alive(process):
-                raise ServiceError(f"{TITLES[name]} stopped while starting.\n{_log_tails(logs)}")
+                raise ServiceError(
+                    f"{TITLES[name]} stopped while starting. Fix what its log says and run "
+                    f"`loopline infra up` again; removing {logs[0].parent} starts it from "
+                    f"scratch, without its data.\n{_log_tails(logs)}"
+                )
             if waited > timeout_s:
                 raise ServiceError(
                     f"{TITLES[name]} did not answer at {process.address} within {timeout_s:.0f} s "

@@ -195,3 +195,20 @@ def test_the_llm_server_fixture_answers_chat_completions(llm_server: str) -> Non
 
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"].strip()
+
+
+def test_a_broker_that_cannot_start_fails_with_the_tail_of_its_log(tmp_path: Path) -> None:
+    """Data from another node: Kafka exits at once, and `up` says why instead of waiting."""
+    meta = tmp_path / "state" / "kafka" / "data" / "meta.properties"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(f"version=1\nnode.id=2\ncluster.id={services.kafka_cluster_id()}\n")
+    stack = Stack(clean_env(tmp_path / "state"), tmp_path / "state", free_port(2), free_port())
+
+    try:
+        result = stack.up()
+    finally:
+        services.down(Settings(state_dir=tmp_path / "state"))
+
+    assert result.returncode != 0
+    assert "Kafka stopped while starting" in one_line(result.stderr)
+    assert "Stored node id 2 doesn't match" in one_line(result.stderr)
