@@ -68,6 +68,7 @@ BOW_NGRAM_SIZE = 2
 BOW_LENGTH = 2**16
 SPANCAT_WIDTH = 64
 SPANCAT_DEPTH = 2
+SPANCAT_NEGATIVE_WEIGHT = 1.0
 NER_LENGTH_COVERAGE = 0.98
 """The n-gram suggester proposes spans up to the length that covers this share of entities."""
 MAX_NGRAM = 10
@@ -183,6 +184,7 @@ def build_pipeline(task: TaskConfig, train_examples: Sequence[LabelledText]) -> 
         config = {
             "spans_key": "sc",
             "allow_overlap": False,
+            "negative_weight": SPANCAT_NEGATIVE_WEIGHT,
             "suggester": {
                 "@misc": "spacy.ngram_suggester.v1",
                 "sizes": list(range(1, entity_length_limit(train_examples) + 1)),

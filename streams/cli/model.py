@@ -25,6 +25,9 @@ from loopline.processors.student import ModelMeta
 from loopline.processors.training import TrainProgress, TrainReport, train as train_student
 from loopline.schemas import ConfigError, TaskConfig, load_task
 from loopline.streams.settings import Settings
+from loopline.streams.wiring import build_teacher, llm_arguments
+
+__all__ = ["evaluate", "train", "build_annotator", "llm_arguments"]  # llm.py imports llm_arguments
 
 console = Console()
 errors = Console(stderr=True)
@@ -89,29 +92,17 @@ def evaluate(
 
 
 def build_annotator(spec: str, task: TaskConfig, settings: Settings) -> Processor:
-    """`student:DIR` -> loopline.Student.v1; `llm` -> loopline.LLMTeacher.v1."""
+    """`student:DIR` -> loopline.Student.v1; `llm` -> the LLM teacher from LOOPLINE_LLM_*.
+
+    The teacher is built without Redis: no response cache, so every item costs a real call
+    and the figures measure the LLM, not the cache.
+    """
     kind, _, argument = spec.partition(":")
     if kind == "student" and argument:
         return make("loopline.Student.v1", path=Path(argument), task=task)
     if kind == "llm" and not argument:
-        return make("loopline.LLMTeacher.v1", task=task, **llm_arguments(settings))
+        return build_teacher(task, settings, redis=None)
     raise ConfigError(f"--annotator {spec!r}: use student:MODEL_DIR or llm")
-
-
-def llm_arguments(settings: Settings) -> dict[str, Any]:
-    """The LLM teacher's client arguments from settings: the one place they are wired."""
-    if not settings.llm_base_url:
-        raise ConfigError(
-            "no LLM endpoint: set LOOPLINE_LLM_BASE_URL (e.g. http://127.0.0.1:38080/v1)"
-        )
-    return {
-        "base_url": settings.llm_base_url,
-        "model": settings.llm_model,
-        "api_key": settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
-        "timeout": settings.llm_timeout_s,
-        "max_concurrency": settings.llm_max_concurrency,
-        "retries": settings.llm_retries,
-    }
 
 
 # progress -----------------------------------------------------------------------------------
