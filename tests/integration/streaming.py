@@ -21,6 +21,7 @@ from loopline.streams.cli.stream import read_topic  # noqa: F401  (re-exported f
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
 
+OUTCOMES = ("prediction", "llm", "review", "deadletter")  # the rest are tags, e.g. audit
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -97,7 +98,7 @@ def wait_for_outcomes(
     deadline = time.monotonic() + timeout_s
     while True:
         current = counts(redis_url, task)
-        done = sum(v for k, v in current.items() if k != "audit")
+        done = sum(current.get(k, 0) for k in OUTCOMES)
         if done >= total:
             return current
         for proc in workers:
