@@ -39,11 +39,20 @@ class Prompt:
     labels: tuple[str, ...]
     prefix: tuple[Message, ...]
     schema: dict[str, Any]
-    max_tokens: int
 
     def messages(self, text: str) -> list[Message]:
         """The whole conversation for one item: the shared prefix, then its text last."""
         return [*self.prefix, _user_turn(text)]
+
+    def max_tokens(self, text: str) -> int:
+        """Room for a full answer and no more: a model stuck in a loop stops early.
+
+        Entities copy words of the text plus ~12 tokens of JSON each, so an NER answer
+        stays under about one token per character of the text.
+        """
+        if self.kind == "ner":
+            return min(NER_MAX_TOKENS, NER_BASE_TOKENS + len(text))
+        return MAX_TOKENS[self.kind]
 
     @property
     def fingerprint(self) -> str:
@@ -74,7 +83,9 @@ HEADINGS: dict[TaskKind, str] = {
     "textcat_multilabel": "Labels",
     "ner": "Entity types",
 }
-MAX_TOKENS: dict[TaskKind, int] = {"textcat": 48, "textcat_multilabel": 160, "ner": 512}
+MAX_TOKENS: dict[TaskKind, int] = {"textcat": 48, "textcat_multilabel": 160}
+NER_BASE_TOKENS = 32
+NER_MAX_TOKENS = 1024
 PROMPT_VERSIONS: dict[TaskKind, str] = {
     "textcat": "textcat.v1",
     "textcat_multilabel": "textcat_multilabel.v1",
@@ -102,7 +113,6 @@ def build_prompt(task: TaskConfig, examples: Sequence[Example] = ()) -> Prompt:
         labels=labels,
         prefix=tuple(prefix),
         schema=answer_schema(task.kind, labels),
-        max_tokens=MAX_TOKENS[task.kind],
     )
 
 

@@ -145,12 +145,12 @@ class LLMTeacher:
         reservation = None
         if self.budget is not None:
             chars = sum(len(message["content"]) for message in messages)
-            estimate = chars // CHARS_PER_TOKEN_ESTIMATE + prompt.max_tokens
+            estimate = chars // CHARS_PER_TOKEN_ESTIMATE + prompt.max_tokens(text)
             reservation = await self.budget.reserve(estimate)
         used = 0
         try:
             completion = await self.client.complete(
-                messages, schema=prompt.schema, max_tokens=prompt.max_tokens
+                messages, schema=prompt.schema, max_tokens=prompt.max_tokens(text)
             )
             used = completion.usage.total_tokens
             self.usage += completion.usage
@@ -160,7 +160,15 @@ class LLMTeacher:
                 await self.budget.settle(reservation, used)
 
     def _read(self, prompt: Prompt, text: str, completion: Completion, spent: Usage) -> LLMAnswer:
-        parsed = parse_answer(prompt.kind, prompt.labels, completion.text)
+        try:
+            parsed = parse_answer(prompt.kind, prompt.labels, completion.text)
+        except LLMBadAnswer as error:
+            if completion.finish_reason == "length":
+                raise LLMBadAnswer(
+                    f"the LLM's answer was cut off at {prompt.max_tokens(text)} tokens "
+                    f"(a model repeating itself?): {error}"
+                ) from None
+            raise
         if prompt.kind == "ner":
             annotation, dropped, scored = self._ner_annotation(prompt, text, parsed, completion)
         else:

@@ -80,3 +80,10 @@ def test_ner_examples_answer_with_their_span_words_in_text_order() -> None:
 def test_bad_examples_are_refused(example: Example, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_prompt(task(), [example])
+
+
+def test_answers_get_room_for_their_kind_and_ner_for_the_length_of_the_text() -> None:
+    assert build_prompt(task()).max_tokens("x" * 5000) == 48
+    ner = build_prompt(task("ner"))
+    assert ner.max_tokens("x" * 100) == 132
+    assert ner.max_tokens("x" * 5000) == 1024

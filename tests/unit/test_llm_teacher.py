@@ -136,6 +136,14 @@ def test_ner_spans_are_placed_in_the_text_and_drops_counted(fake_llm: FakeLLM) -
     assert answer.prompt_version == "ner.v1"
 
 
+def test_an_answer_cut_off_at_max_tokens_says_so(fake_llm: FakeLLM) -> None:
+    fake_llm.reply(chat_reply('{"entities": [{"text": "Ann", "label": "per', finish_reason="length"))
+    labels = {"person": "People."}
+    (result,) = answer_all(teacher(fake_llm, "ner", labels=labels, bad_answer_retries=0), ["Ann"])
+    assert isinstance(result, LLMBadAnswer)
+    assert "cut off at 35 tokens" in str(result)
+
+
 def test_multilabel_answers_carry_every_label(fake_llm: FakeLLM) -> None:
     fake_llm.reply(chat_reply('{"labels": ["GetWeather", "PlayMusic"]}'))
     (answer,) = answer_all(teacher(fake_llm, "textcat_multilabel"), ["rain songs"])
