@@ -41,6 +41,9 @@ def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTop
         broker_heartbeat_interval=1.0,
         producer_linger=0.005,
         producer_acks=-1,
+        # On shutdown, do not wait for in-flight batches (an LLM batch can take a minute):
+        # their offsets are not committed, so the next worker simply redoes them.
+        stream_wait_empty=False,
     )
     return app, declare(app, task)
 

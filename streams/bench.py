@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from loopline.schemas import ServiceError, TaskConfig, TextIn
 from loopline.streams.codec import encode
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
+from loopline.streams.worker import start_process, stop_process
 
 OUTPUT_ROLES = ("predictions", "llm", "review", "deadletter")
 
@@ -63,15 +63,6 @@ def bench_task(task: TaskConfig, run_id: str) -> TaskConfig:
             "topics": task.topics.model_copy(update={"prefix": f"bench-{run_id}."}),
             "routing": task.routing.model_copy(update={"audit_rate": 0.0}),
         }
-    )
-
-
-def start_worker(task_file: Path, model: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
-         "--model", str(model)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
     )
 
 
@@ -155,7 +146,7 @@ def run_stream_bench(
     ensure_topics(settings.kafka_bootstrap, bench)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks=1)
     watcher = OutputWatcher(settings.kafka_bootstrap, bench)
-    worker = start_worker(task_file, model, workdir / "worker.log")
+    worker = start_process(task_file, model, workdir / "worker.log")
     try:
         report("end-to-end: starting a worker")
         wait_until_consuming(producer, watcher, bench, worker)
@@ -176,8 +167,7 @@ def run_stream_bench(
         watcher.drain_until(set(sent), 600, alive=lambda: worker.poll() is None)
         latencies = np.array([watcher.first_output_ms[i] - sent[i] for i in sent], dtype=float)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        stop_process(worker)
         watcher.close()
         producer.close()
         delete_topics(settings.kafka_bootstrap, bench)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import faust
@@ -56,3 +58,24 @@ def run(app: faust.App, *, loglevel: str = "warn") -> None:
     # call build log records nobody reads: a third of the worker's time.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def start_process(task_file: Path, model_dir: Path, log: Path, env: dict[str, str] | None = None
+                  ) -> subprocess.Popen:
+    """`loopline worker` in a process of its own, as in production (benchmarks, the demo)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
+         "--model", str(model_dir)],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after the grace period: nothing is lost either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import bench, infra, llm, model, schemas, stream
+from loopline.streams.cli import bench, demo, infra, llm, model, schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 
+app.command()(demo.demo)
 app.command()(stream.worker)
 app.command()(stream.produce)
 app.command()(stream.consume)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from loopline.streams.agents.annotate import STAGE
 from loopline.streams.cli.stream import read_topic  # noqa: F401  (re-exported for tests)
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
+from loopline.streams.worker import start_process, stop_process
 
 OUTCOMES = ("prediction", "llm", "review", "deadletter")  # the rest are tags, e.g. audit
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -51,13 +51,7 @@ def service_env(kafka_bootstrap: str, redis_url: str, tmp_path: Path, **extra: s
 
 
 def start_worker(task_file: Path, model: Path, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
-         "--model", str(model)],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    return start_process(task_file, model, log, env)
 
 
 def produce_raw(bootstrap: str, task: TaskConfig, values: list[tuple[bytes | None, bytes | None]]):
@@ -120,12 +114,4 @@ def outputs_by_id(bootstrap: str, task: TaskConfig, roles: tuple[str, ...]) -> d
 
 def stop(*procs: subprocess.Popen) -> None:
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
+        stop_process(proc)
