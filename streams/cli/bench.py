@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,12 +11,17 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
+from loopline.processors.data import read_examples
+from loopline.processors.student import Student
 from loopline.schemas import ConfigError, load_task
-from loopline.streams.bench import plot_latency, run_stream_bench
+from loopline.streams.bench_teacher import compare, plot, run_llm, run_student
+from loopline.streams.bench_stream import plot_latency, run_stream_bench
 from loopline.streams.codec import text_from_line
 from loopline.streams.settings import Settings
+from loopline.streams.wiring import build_teacher
 
 app = typer.Typer(help="Benchmarks: figures and plots, compared with a baseline in the same run.",
                   no_args_is_help=True)
@@ -66,3 +72,47 @@ def stream(
     table.add_row(f"latency p99 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p99_ms:.0f}")
     Console().print(table)
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'latency.png'}")
+
+
+@app.command()
+def teacher(
+    task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")],
+    data: Annotated[Path, typer.Option(help="Gold JSONL (Prodigy-style) to score against.")],
+    model: Annotated[Path, typer.Option(help="Student model directory.")],
+    thresholds: Annotated[
+        str, typer.Option(help="Comma-separated student confidence thresholds.")
+    ] = "0.5,0.7,0.8,0.9,0.95,0.98,0.99",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write result.json and cascade.png.")] = None,
+) -> None:
+    """Student alone vs LLM alone vs student-then-LLM: quality, LLM share, speed, tokens, cost."""
+    settings = Settings()
+    config = load_task(task)
+    gold = read_examples(data, config)[:limit]
+    texts = [example.text for example in gold]
+    cuts = sorted(float(value) for value in thresholds.split(","))
+    workdir = output_dir(out, "bench-teacher")
+
+    student_run = run_student(Student.load(model, config), texts, settings.batch_size)
+    llm = build_teacher(config, settings, redis=None)
+    with Progress(console=err) as progress:
+        bar = progress.add_task(f"LLM ({settings.llm_model})", total=len(texts))
+        llm_run = asyncio.run(run_llm(llm, texts, settings.llm_max_concurrency,
+                                      lambda n: progress.advance(bar, n)))
+    bench = compare(config, gold, student_run, llm_run, cuts, settings.llm_price_per_1k_tokens)
+    metric = {"textcat": "accuracy", "textcat_multilabel": "micro-F1", "ner": "entity F1"}[config.kind]
+    plot(bench, metric, f"{config.name}: {len(gold)} gold items, LLM {settings.llm_model}",
+         workdir / "cascade.png")
+    (workdir / "result.json").write_text(json.dumps(bench.as_dict(), indent=2))
+
+    table = Table(title=f"bench teacher: {config.name}, {len(gold)} items")
+    for column in ("annotator", metric, "to LLM", "items/s", "tokens", "cost"):
+        table.add_column(column, justify="left" if column == "annotator" else "right")
+    for point in (bench.student, bench.llm, *bench.cascades):
+        table.add_row(point.name, f"{point.quality:.3f}", f"{point.llm_share:.1%}",
+                      f"{point.items_per_s:,.1f}", f"{point.tokens:,}", f"{point.cost:.4f}")
+    Console().print(table)
+    Console().print(bench.verdict)
+    if bench.llm_errors:
+        err.print(f"[yellow]{bench.llm_errors} LLM calls gave no answer (counted as wrong).[/]")
+    err.print(f"wrote {workdir / 'result.json'} and {workdir / 'cascade.png'}")

@@ -9,7 +9,6 @@ output's, so both are the broker's clock.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from loopline.processors.evaluation import measure_speed
 from loopline.processors.student import Student
 from loopline.schemas import ServiceError, TaskConfig, TextIn
 from loopline.streams.codec import encode
@@ -43,17 +43,6 @@ class StreamBenchResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def in_process_rate(student: Student, texts: Sequence[str], batch_size: int, repeats: int = 3) -> float:
-    """Median items/s of `student.predict` over the texts, in batches like the worker's."""
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for start in range(0, len(texts), batch_size):
-            student.predict(texts[start : start + batch_size], batch_size=batch_size)
-        rates.append(len(texts) / (time.perf_counter() - started))
-    return statistics.median(rates)
 
 
 def bench_task(task: TaskConfig, run_id: str) -> TaskConfig:
@@ -136,7 +125,7 @@ def run_stream_bench(
     student = Student.load(model, task)
     pool = [texts[i % len(texts)] for i in range(n)]
     report(f"in-process: student.predict on {n} texts, batches of {settings.batch_size}")
-    in_process = in_process_rate(student, pool, settings.batch_size)
+    in_process = measure_speed(student, pool, batch_size=settings.batch_size).docs_per_s
     del student
 
     run_id = time.strftime("%Y%m%d%H%M%S")
