@@ -82,7 +82,7 @@ def parse_line(raw: bytes, task: TaskConfig) -> LabelledText | None:
     if not raw.strip():
         return None
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError as exc:
         raise _Problem(
             f"not valid UTF-8 ({exc.reason} at byte {exc.start}); save as UTF-8"

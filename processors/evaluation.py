@@ -6,6 +6,7 @@ same held-out human labels, which is what routing decisions should rest on.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from loopline.processors.calibration import expected_calibration_error
 from loopline.processors.data import LabelledText
 from loopline.processors.metrics import Scores, accepted_accuracy, correct_items, score
 from loopline.processors.protocol import Processor
+from loopline.processors.student import Student
 from loopline.schemas import Annotation, TaskConfig
 
 
@@ -133,3 +135,39 @@ def _tokens_so_far(processor: Processor) -> int | None:
     """Tokens a processor that pays for them (the LLM teacher's `usage`) has spent so far."""
     usage = getattr(processor, "usage", None)
     return usage.total_tokens if usage is not None else None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """In-process speed of `Student.predict`, as the annotate worker calls it."""
+
+    docs_per_s: float
+    single_ms_p50: float
+    single_ms_p99: float
+
+
+def measure_speed(
+    student: Student,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    repeats: int = 3,
+    single_calls: int = 200,
+) -> Speed:
+    """Median docs/s over `repeats` passes in batches, and the latency of one-text calls."""
+    student.predict(texts[:batch_size], batch_size=batch_size)  # warm up caches
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        student.predict(texts, batch_size=batch_size)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    latencies = []
+    for i in range(single_calls):
+        started = time.perf_counter()
+        student.predict([texts[i % len(texts)]])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return Speed(
+        docs_per_s=statistics.median(rates),
+        single_ms_p50=float(np.percentile(latencies, 50)),
+        single_ms_p99=float(np.percentile(latencies, 99)),
+    )

@@ -212,3 +212,11 @@ def test_docbin_round_trips_through_spacy(tmp_path):
     to_docbin(entities, ENTITIES).to_disk(path)
     (doc,) = DocBin().from_disk(path).get_docs(tokenizer_pipeline().vocab)
     assert [(e.text, e.label_) for e in doc.ents] == [("Ada", "person")]
+
+
+def test_windows_line_ends_and_byte_order_mark_are_fine(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"text": "hi", "label": "greet"}\r\n{"text": "bye", "label": "bye"}\r\n'
+    )
+    assert [eg.labels for eg in read_examples(path, INTENTS)] == [["greet"], ["bye"]]
