@@ -29,7 +29,7 @@ EXCERPT_CHARS = 300
 
 
 class Usage(BaseModel):
-    """Tokens one call (or many, added up) cost; `cached_tokens` were served from the prefix cache."""
+    """Tokens one call (or many, added up) cost; `cached_tokens` came from the prefix cache."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -121,7 +121,7 @@ class ChatClient:
         timeout: float = 60.0,
         max_concurrency: int = 2,
         retries: int = 3,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         breaker: CircuitBreaker | None = None,
         throttle: Callable[[], Awaitable[None]] | None = None,
         logprobs: bool = True,
@@ -134,7 +134,7 @@ class ChatClient:
         self.timeout = timeout
         self.max_concurrency = max_concurrency
         self.retries = retries
-        self.backoff = backoff
+        self.backoff = backoff or Backoff()
         self.breaker = breaker or CircuitBreaker()
         self.top_logprobs = top_logprobs
         self.logprobs_supported = logprobs
@@ -189,11 +189,15 @@ class ChatClient:
         )
 
     def _delay(self, retry: int, failure: _Failure) -> float:
-        if failure.retry_after_s is not None and failure.retry_after_s > self.backoff.max_retry_after_s:
+        if (
+            failure.retry_after_s is not None
+            and failure.retry_after_s > self.backoff.max_retry_after_s
+        ):
             raise LLMUnavailable(
                 f"the LLM at {self.base_url} is rate-limited and asks to wait "
-                f"{failure.retry_after_s:.0f} s (more than {self.backoff.max_retry_after_s:.0f} s): "
-                "lower the request rate or raise the provider's limit"
+                f"{failure.retry_after_s:.0f} s (more than "
+                f"{self.backoff.max_retry_after_s:.0f} s): lower the request rate or raise "
+                "the provider's limit"
             )
         return self.backoff.delay(retry, failure.retry_after_s, self._rng)
 

@@ -45,7 +45,9 @@ def label_probability(
     return probability if covered else None
 
 
-def textcat_probability(tokens: Sequence[TokenLogprob], label: str, labels: Sequence[str]) -> float | None:
+def textcat_probability(
+    tokens: Sequence[TokenLogprob], label: str, labels: Sequence[str]
+) -> float | None:
     joined = b"".join(token.token for token in tokens)
     found = re.search(rb'"label"\s*:\s*"', joined)
     if found is None or not joined.startswith(_json_bytes(label), found.end()):
@@ -125,7 +127,9 @@ def _conditional(
         if alternative == token.token or not alternative.startswith(lead):
             continue
         candidate = spelled + alternative[len(lead) :]
-        if any(value.startswith(candidate) or candidate.startswith(value + b'"') for value in allowed):
+        if any(
+            value.startswith(candidate) or candidate.startswith(value + b'"') for value in allowed
+        ):
             total += math.exp(logprob)
     return min(1.0, chosen / total)
 

@@ -74,7 +74,7 @@ INSTRUCTIONS: dict[TaskKind, str] = {
         "Find every mention of the entity types below. Copy each mention's words exactly as "
         "they are written in the text. List the mentions in the order they appear, a "
         "repeated entity once for each time it appears; an empty list when there is none."
-        '\nAnswer with JSON only, exactly in this form: '
+        "\nAnswer with JSON only, exactly in this form: "
         '{"entities": [{"text": "<words from the text>", "label": "<label>"}, ...]}'
     ),
 }

@@ -25,7 +25,9 @@ class Backoff:
     cap_s: float = 20.0
     max_retry_after_s: float = 120.0
 
-    def delay(self, attempt: int, retry_after_s: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after_s: float | None = None, rng: random.Random | None = None
+    ) -> float:
         ceiling = min(self.cap_s, self.base_s * 2**attempt)
         jittered = (rng or random).uniform(0.0, ceiling)
         if retry_after_s is None:

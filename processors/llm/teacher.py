@@ -82,6 +82,8 @@ class LLMTeacher:
         self.bad_answer_retries = bad_answer_retries
         self.prompt: Prompt = build_prompt(task, examples)
         self.usage = Usage()
+        # Budget is reserved only for calls about to go out, not for items still queued.
+        self._slots = asyncio.Semaphore(client.max_concurrency)
 
     @property
     def version(self) -> str:
@@ -112,16 +114,8 @@ class LLMTeacher:
                 return LLMAnswer.model_validate_json(hit).model_copy(
                     update={"cached": True, "usage": Usage()}
                 )
-        spent = Usage()
-        for attempt in range(self.bad_answer_retries + 1):
-            completion = await self._complete(prompt, text)
-            spent += completion.usage
-            try:
-                answer = self._read(prompt, text, completion, spent)
-                break
-            except LLMBadAnswer:
-                if attempt == self.bad_answer_retries:
-                    raise
+        async with self._slots:
+            answer = await self._ask(prompt, text)
         if self.cache is not None and key is not None:
             await self.cache.set(key, answer.model_dump_json())
         return answer
@@ -139,6 +133,19 @@ class LLMTeacher:
         if self.cache is None:
             return None
         return self.cache.key(self.client.model, prompt.version, prompt.fingerprint, text)
+
+    async def _ask(self, prompt: Prompt, text: str) -> LLMAnswer:
+        """Call the LLM, asking again (up to `bad_answer_retries`) when the answer is unusable."""
+        spent, retries_left = Usage(), self.bad_answer_retries
+        while True:
+            completion = await self._complete(prompt, text)
+            spent += completion.usage
+            try:
+                return self._read(prompt, text, completion, spent)
+            except LLMBadAnswer:
+                if retries_left == 0:
+                    raise
+                retries_left -= 1
 
     async def _complete(self, prompt: Prompt, text: str) -> Completion:
         messages = prompt.messages(text)
@@ -198,7 +205,9 @@ class LLMTeacher:
             )
         if confidence is None:
             prior = self.prior_confidence
-            return Annotation(labels=labels, scores=dict.fromkeys(labels, prior), confidence=prior), False
+            return Annotation(
+                labels=labels, scores=dict.fromkeys(labels, prior), confidence=prior
+            ), False
         return Annotation(labels=labels, scores=scores, confidence=confidence), True
 
     def _ner_annotation(
@@ -209,7 +218,7 @@ class LLMTeacher:
         if completion.logprobs:
             scores = mention_probabilities(completion.logprobs, mentions, prompt.labels)
             if None not in scores:
-                mentions = tuple(replace(m, score=s) for m, s in zip(mentions, scores))
+                mentions = tuple(replace(m, score=s) for m, s in zip(mentions, scores, strict=True))
                 confidence = (
                     math.prod(scores)
                     if mentions

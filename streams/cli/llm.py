@@ -30,7 +30,15 @@ from loopline.processors.llm.budget import RateLimiter, TokenBudget
 from loopline.processors.llm.cache import ResponseCache
 from loopline.processors.llm.local import LOCAL_MODELS, ServeOptions, ensure_model, start_server
 from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher, make_llm_teacher
-from loopline.schemas import ConfigError, DataError, LLMError, Span, TaskConfig, content_id, load_task
+from loopline.schemas import (
+    ConfigError,
+    DataError,
+    LLMError,
+    Span,
+    TaskConfig,
+    content_id,
+    load_task,
+)
 from loopline.streams.cli.model import llm_arguments
 from loopline.streams.settings import LOCAL_LLM_PORT, Settings
 
@@ -214,10 +222,15 @@ async def _annotate(
 ) -> Summary:
     redis, shared_state = await _shared_redis(settings)
     summary = Summary(failures=Counter(), shared_state=shared_state)
-    teacher = make_llm_teacher(task=task, **llm_arguments(settings), **_shared(task, settings, redis))
+    teacher = make_llm_teacher(
+        task=task, **llm_arguments(settings), **_shared(task, settings, redis)
+    )
     started = time.perf_counter()
     try:
-        with out.open("a", encoding="utf-8") as silver, failed_path.open("w", encoding="utf-8") as failed:
+        with (
+            out.open("a", encoding="utf-8") as silver,
+            failed_path.open("w", encoding="utf-8") as failed,
+        ):
             async for item, result in _answers(teacher, items):
                 if isinstance(result, LLMError):
                     summary.failures[result.code] += 1

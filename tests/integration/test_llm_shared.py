@@ -13,7 +13,14 @@ from datetime import datetime, timezone
 import pytest
 from redis.asyncio import Redis
 
-from loopline.processors.llm import ChatClient, Example, LLMTeacher, RateLimiter, ResponseCache, TokenBudget
+from loopline.processors.llm import (
+    ChatClient,
+    Example,
+    LLMTeacher,
+    RateLimiter,
+    ResponseCache,
+    TokenBudget,
+)
 from loopline.schemas import BudgetExhausted, TaskConfig
 from tests.fixtures.llm import FakeLLM, chat_reply
 
@@ -58,7 +65,9 @@ def test_a_text_answered_by_one_worker_costs_another_nothing(
     assert not other.cached and not new_prompt.cached  # other text, other examples: asked
     assert len(fake_llm.requests) == 3
     assert len(keys) == 2 and 0 < ttl <= 600
-    assert all(key.decode().startswith(f"loopline:{name}:llm:cache:fake-model:textcat.v1:") for key in keys)
+    assert all(
+        key.decode().startswith(f"loopline:{name}:llm:cache:fake-model:textcat.v1:") for key in keys
+    )
     assert usage.requests == 2
 
 

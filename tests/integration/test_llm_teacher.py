@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -66,10 +67,10 @@ def test_ner_answers_become_spans_in_the_text(llm_server: str) -> None:
     texts = ["Ann Smith flew from Paris to Berlin on Monday .", "I love my new iPhone from Apple ."]
     results, _ = answers(llm_server, TEST_LLM_MODEL, "wnut17", texts)
     assert all(isinstance(r, LLMAnswer) for r in results), results
-    for text, result in zip(texts, results):
+    for text, result in zip(texts, results, strict=True):
         spans = result.annotation.spans
         assert all(0 <= s.start < s.end <= len(text) for s in spans)
-        assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))  # sorted, no overlaps
+        assert all(a.end <= b.start for a, b in itertools.pairwise(spans))  # sorted, no overlaps
         assert result.prompt_version == "ner.v1"
 
 
@@ -116,7 +117,9 @@ def test_annotate_writes_silver_data_the_student_reads(
     silver = read_examples(out, load_task(EXAMPLES / "snips"))
     assert [e.source for e in silver] == ["llm"] * 3
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert all(r["_model"] == TEST_LLM_MODEL and r["_prompt_version"] == "textcat.v1" for r in records)
+    assert all(
+        r["_model"] == TEST_LLM_MODEL and r["_prompt_version"] == "textcat.v1" for r in records
+    )
     again = CliRunner().invoke(app, command, env=env)
     assert again.exit_code == 0 and "3 already in" in " ".join(again.output.split())
     assert len(out.read_text().splitlines()) == 3
@@ -129,7 +132,11 @@ def test_qwen_labels_snips_well_enough_to_teach(quality_llm_server: str) -> None
     regression (prompt, schema, parsing) fails the test.
     """
     items = gold("snips", QUALITY_ITEMS)
-    results, _ = answers(quality_llm_server, "qwen2.5-coder-0.5b", "snips", [i["text"] for i in items])
+    results, _ = answers(
+        quality_llm_server, "qwen2.5-coder-0.5b", "snips", [i["text"] for i in items]
+    )
     assert all(isinstance(r, LLMAnswer) for r in results), results
-    accuracy = sum(r.annotation.labels[0] == i["label"] for r, i in zip(results, items)) / len(items)
+    accuracy = sum(
+        r.annotation.labels[0] == i["label"] for r, i in zip(results, items, strict=True)
+    ) / len(items)
     assert accuracy >= QUALITY_FLOOR, f"accuracy {accuracy:.3f} below the floor {QUALITY_FLOOR}"

@@ -66,12 +66,14 @@ def test_silver_lines_are_read_back_as_llm_examples(tmp_path: Path) -> None:
         silver_record(
             item,
             task("ner"),
-            answer(Annotation(spans=[Span(start=0, end=3, label="person", score=0.9)], confidence=1)),
+            answer(
+                Annotation(spans=[Span(start=0, end=3, label="person", score=0.9)], confidence=1)
+            ),
         ),
     ]
     assert records[0]["_source"] == "llm" and records[0]["_confidence"] == 0.7
     assert records[0]["_model"] == "m" and records[0]["_prompt_version"] == "textcat.v1"
-    for record, kind in zip(records, ["textcat", "ner"]):
+    for record, kind in zip(records, ["textcat", "ner"], strict=True):
         path = tmp_path / f"{kind}.jsonl"
         path.write_text(json.dumps(record) + "\n")
         (example,) = read_examples(path, task(kind))

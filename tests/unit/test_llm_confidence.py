@@ -38,13 +38,15 @@ def test_a_label_is_weighed_against_the_other_labels_only() -> None:
         token('"}', -2.0, ('"\n', -0.2)),
     )
     get, play, book = p(-0.5, -1.0, -3.0)
-    assert textcat_probability(answer, "GetWeather", LABELS) == pytest.approx(get / (get + play + book))
+    assert textcat_probability(answer, "GetWeather", LABELS) == pytest.approx(
+        get / (get + play + book)
+    )
 
 
 def test_a_token_that_starts_with_the_quote_is_compared_with_the_same_lead() -> None:
     answer = tokens(
         token('{"label":', 0.0),
-        token(' "Play', -0.2, (' "Get', -1.0), ('\n', -0.5), (' "Dance', -2.0)),
+        token(' "Play', -0.2, (' "Get', -1.0), ("\n", -0.5), (' "Dance', -2.0)),
         token('Music"}', 0.0),
     )
     play, get = p(-0.2, -1.0)

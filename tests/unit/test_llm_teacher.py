@@ -137,7 +137,9 @@ def test_ner_spans_are_placed_in_the_text_and_drops_counted(fake_llm: FakeLLM) -
 
 
 def test_an_answer_cut_off_at_max_tokens_says_so(fake_llm: FakeLLM) -> None:
-    fake_llm.reply(chat_reply('{"entities": [{"text": "Ann", "label": "per', finish_reason="length"))
+    fake_llm.reply(
+        chat_reply('{"entities": [{"text": "Ann", "label": "per', finish_reason="length")
+    )
     labels = {"person": "People."}
     (result,) = answer_all(teacher(fake_llm, "ner", labels=labels, bad_answer_retries=0), ["Ann"])
     assert isinstance(result, LLMBadAnswer)
