@@ -590,7 +590,8 @@ def plot_reliability(report: TrainReport, path: Path) -> None:
     ):
         confidence, accuracy = [b.confidence for b in bins], [b.accuracy for b in bins]
         axes.plot(confidence, accuracy, marker="o", color=colour, label=name)
-    axes.axvline(metrics["accept_threshold"], color="black", linewidth=0.8, linestyle=":")
+    threshold = metrics["accept_threshold"]
+    axes.axvline(threshold, color="black", linewidth=0.8, linestyle=":", label="accept threshold")
     scores = report.scores
     axes.set(
         xlim=(0, 1),

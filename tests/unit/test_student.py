@@ -8,11 +8,13 @@ import math
 import random
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from loopline.processors.data import LabelledText, read_examples, tokenizer_pipeline
+from loopline.processors.evaluation import evaluate
 from loopline.processors.metrics import score
 from loopline.processors.registry import make
 from loopline.processors.student import (
@@ -25,7 +27,15 @@ from loopline.processors.student import (
     decode_entities,
 )
 from loopline.processors.training import train, weighted_epoch
-from loopline.schemas import ConfigError, DataError, ModelError, Span, TaskConfig, load_task
+from loopline.schemas import (
+    ConfigError,
+    DataError,
+    LLMUnavailable,
+    ModelError,
+    Span,
+    TaskConfig,
+    load_task,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CARD_LABELS = {
@@ -242,3 +252,46 @@ def test_weighted_epoch_repeats_and_samples_by_weight():
         weighted_epoch(["half"], [0.5], random.Random(seed)).count("half") for seed in range(400)
     )
     assert 160 < halves < 240
+
+
+def test_evaluate_scores_the_student_through_the_processor_interface(student):
+    examples = card_examples()[:50]
+    report = asyncio.run(evaluate(student, card_task(), examples, batch_size=16))
+    predicted = student.predict([eg.text for eg in examples])
+    expected = score("textcat", list(CARD_LABELS), examples, predicted)
+    assert report.n == report.answered == 50
+    assert report.scores.overall == expected.overall
+    assert len(report.batch_latencies_ms) == 4
+    assert report.tokens is None and report.errors == {}
+    figures = report.to_dict()
+    assert {"n", "accuracy", "items_per_s", "latency_p50_ms", "ece"} <= set(figures)
+
+
+class FailingEveryOther:
+    """Fault injection: a paid annotator whose every other item fails."""
+
+    source = "llm"
+    version = "flaky"
+
+    def __init__(self, inner: Student) -> None:
+        self.inner = inner
+        self.usage = SimpleNamespace(total_tokens=0)
+
+    async def annotate(self, texts):
+        self.usage.total_tokens += 10 * len(texts)
+        answers = self.inner.predict(texts)
+        return [a if i % 2 == 0 else LLMUnavailable("down") for i, a in enumerate(answers)]
+
+
+def test_evaluate_counts_failures_as_wrong_and_prices_tokens(student):
+    examples = card_examples()[:20]
+    flaky = FailingEveryOther(student)
+    report = asyncio.run(
+        evaluate(flaky, card_task(), examples, batch_size=4, price_per_1k_tokens=2.0)
+    )
+    assert report.errors == {"LLMUnavailable": 10}
+    assert report.answered == 10
+    answers = student.predict([eg.text for eg in examples])
+    right = sum(a.labels == eg.labels for a, eg in list(zip(answers, examples))[::2])
+    assert report.scores.overall["accuracy"] == pytest.approx(right / 20)
+    assert (report.tokens, report.cost) == (200, pytest.approx(0.4))
