@@ -20,7 +20,8 @@ import numpy as np
 
 EPSILON = 1e-7
 """Probabilities are clipped to [EPSILON, 1 - EPSILON] before logs: float32 gives 0s and 1s."""
-LOG_T_BOUNDS = (math.log(0.05), math.log(50.0))
+LOG_T_BOUNDS = (math.log(0.01), math.log(100.0))
+"""Search range for temperatures: bag-of-words scores can need T < 0.1 (underconfident)."""
 
 
 # fitting ------------------------------------------------------------------------------------
