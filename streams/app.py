@@ -6,6 +6,7 @@ another worker is all it takes to split the partitions of `texts` between them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -58,15 +59,32 @@ def register_batch_agent(
     window_s: float,
 ) -> None:
     """An agent that hands `handle` batches of at most `batch_size` events, waiting at most
-    `window_s` to fill one. Events are acknowledged only after `handle` returns."""
+    `window_s` to fill one.
+
+    While one batch is handled, the next one fills: Faust's intake and the model overlap. A
+    batch's messages stay held (Faust's reference count) until `handle` has returned, that
+    is until its outputs are in Kafka, so no offset is committed before its outputs exist.
+    Batches are handled one after another, in order.
+    """
+
+    async def handle_then_release(events: Sequence[faust.EventT]) -> None:
+        try:
+            await handle(events)
+        except Exception as exc:  # a bug: expected errors were routed by `handle`
+            await crash_loudly(app, name, exc)
+            return
+        for event in events:
+            event.message.ack(app.consumer)
 
     @app.agent(topic, name=name)
     async def agent(stream: faust.StreamT) -> None:
-        try:
-            async for events in stream.take_events(batch_size, within=window_s):
-                await handle(events)
-        except Exception as exc:  # a bug: expected errors were routed by `handle`
-            await crash_loudly(app, name, exc)
+        in_flight: asyncio.Task | None = None
+        async for events in stream.take_events(batch_size, within=window_s):
+            for event in events:
+                event.message.incref()  # released by handle_then_release
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.create_task(handle_then_release(events))
 
 
 async def crash_loudly(app: faust.App, agent: str, exc: BaseException) -> None:

@@ -152,17 +152,24 @@ def wait_for_assignment(bootstrap: str, group: str, topic: str, members: int) ->
     try:
         while True:
             description = admin.describe_groups([group])[group]
-            held = [
-                [p for entry in member["member_assignment"]["assigned_partitions"]
-                 if entry["topic"] == topic for p in entry["partitions"]]
-                for member in description["members"]
-            ]
+            held = [partitions_of(member, topic) for member in description["members"]]
             if description["group_state"] == "Stable" and len(held) == members and all(held):
                 return held
             assert time.monotonic() < deadline, f"group {group} never stabilised: {description}"
             time.sleep(1)
     finally:
         admin.close()
+
+
+def partitions_of(member: dict, topic: str) -> list[int]:
+    """A member's partitions of `topic` (none while a rebalance has not assigned any)."""
+    assignment = member["member_assignment"]
+    if not isinstance(assignment, dict):
+        return []
+    return [
+        p for entry in assignment["assigned_partitions"] if entry["topic"] == topic
+        for p in entry["partitions"]
+    ]
 
 
 def test_sigkill_mid_stream_loses_nothing(
