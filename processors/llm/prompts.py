@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.schemas import ConfigError, Span, TaskConfig
+from loopline.schemas import ConfigError, Correction, Span, TaskConfig
 from loopline.schemas.task import TaskKind
 
 Message = dict[str, str]
@@ -28,6 +28,11 @@ class Example:
     text: str
     labels: tuple[str, ...] = ()
     spans: tuple[Span, ...] = ()
+
+    @classmethod
+    def from_correction(cls, correction: Correction) -> Example:
+        """A person's answer from the corrections topic, as an example for the LLM."""
+        return cls(correction.text, tuple(correction.labels), tuple(correction.spans))
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,9 @@ def annotate(
     config = load_task(task)
     items = read_texts(file)
     done = answered_ids(out)
-    todo = [item for item in items if item.id not in done][:limit]
-    console.print(f"{len(items)} texts in {file}; {len(items) - len(todo)} already in {out}.")
+    remaining = [item for item in items if item.id not in done]
+    todo = remaining[:limit]
+    console.print(f"{len(items)} texts in {file}; {len(items) - len(remaining)} already in {out}.")
     failed_path = out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
     summary = asyncio.run(_annotate(config, settings, todo, out, failed_path))
     _print_summary(summary, out, failed_path)

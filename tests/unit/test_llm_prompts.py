@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from loopline.processors.llm.prompts import Example, answer_schema, build_prompt
-from loopline.schemas import ConfigError, Span, TaskConfig
+from loopline.schemas import ConfigError, Correction, Span, TaskConfig
 
 
 def task(kind: str = "textcat") -> TaskConfig:
@@ -87,3 +88,15 @@ def test_answers_get_room_for_their_kind_and_ner_for_the_length_of_the_text() ->
     ner = build_prompt(task("ner"))
     assert ner.max_tokens("x" * 100) == 132
     assert ner.max_tokens("x" * 5000) == 1024
+
+
+def test_a_human_correction_becomes_an_example() -> None:
+    correction = Correction(
+        id="1",
+        task="demo",
+        text="is it sunny",
+        labels=["GetWeather"],
+        reviewer="ann",
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert Example.from_correction(correction) == Example("is it sunny", ("GetWeather",))
