@@ -6,9 +6,11 @@ loopline encodes and decodes messages itself (see `codec`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import faust
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -87,3 +89,27 @@ def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) 
         return [topic.name for topic in wanted]
     finally:
         admin.close()
+
+
+def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[bytes]:
+    """Every value on `topic` up to its end at the time of the call (no consumer group)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        remaining = {tp: end for tp, end in consumer.end_offsets(partitions).items() if end > 0}
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"reading {topic} took longer than {timeout_s:.0f}s")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                values += [record.value for record in records if record.value is not None]
+                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+                    remaining.pop(tp, None)
+        return values
+    finally:
+        consumer.close()

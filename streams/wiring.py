@@ -3,18 +3,24 @@ LLM teacher and its shared state in Redis. Commands and the worker all come thro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from loopline.processors.llm.budget import RateLimiter, TokenBudget
 from loopline.processors.llm.cache import ResponseCache
+from loopline.processors.llm.examples import pick_examples
 from loopline.processors.llm.prompts import Example
 from loopline.processors.llm.teacher import LLMTeacher
 from loopline.processors.registry import make
-from loopline.schemas import ConfigError, TaskConfig
+from loopline.schemas import ConfigError, Correction, TaskConfig
 from loopline.streams.settings import Settings
+from loopline.streams.topics import read_to_end
+
+log = logging.getLogger(__name__)
 
 
 def llm_arguments(settings: Settings) -> dict[str, Any]:
@@ -42,6 +48,20 @@ def shared_llm_state(task: TaskConfig, settings: Settings, redis: Redis) -> dict
     if settings.llm_rate_limit_per_s:
         shared["rate_limiter"] = RateLimiter(redis, task.name, settings.llm_rate_limit_per_s)
     return shared
+
+
+def human_examples(settings: Settings, task: TaskConfig) -> list[Example]:
+    """The few human corrections on the task's `corrections` topic the LLM sees as examples."""
+    if task.llm.examples == 0:
+        return []
+    corrections = []
+    for value in read_to_end(settings.kafka_bootstrap, task.topic("corrections")):
+        try:
+            corrections.append(Correction.model_validate_json(value))
+        except ValidationError as exc:
+            log.warning("skipping a message on %s that is not a Correction: %s",
+                        task.topic("corrections"), exc.errors()[0]["msg"])
+    return pick_examples(corrections, task.llm.examples)
 
 
 def build_teacher(

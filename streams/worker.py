@@ -16,7 +16,7 @@ from loopline.streams.app import create_app
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
-from loopline.streams.wiring import build_teacher
+from loopline.streams.wiring import build_teacher, human_examples
 
 STAGES = (annotate.STAGE, teach.STAGE)
 
@@ -41,7 +41,7 @@ def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
         window_s=settings.batch_window_s,
     )
     if llm_available:
-        teacher = build_teacher(task, settings, redis)
+        teacher = build_teacher(task, settings, redis, human_examples(settings, task))
         teach.register(
             app,
             teach.TeachStage(task, topics, teacher, ledger(redis, task, teach.STAGE)),
