@@ -106,18 +106,18 @@ class LLMTeacher:
 
     async def answer_one(self, text: str) -> LLMAnswer:
         """Answer one text, from the cache when it was answered before; raise an LLMError."""
-        prompt = self.prompt
-        key = self._cache_key(prompt, text)
-        if self.cache is not None and key is not None:
-            hit = await self.cache.get(key)
-            if hit is not None:
-                return LLMAnswer.model_validate_json(hit).model_copy(
-                    update={"cached": True, "usage": Usage()}
-                )
+        prompt, cache = self.prompt, self.cache
+        key = (
+            cache.key(self.client.model, prompt.version, prompt.fingerprint, text) if cache else ""
+        )
+        if cache and (hit := await cache.get(key)) is not None:
+            return LLMAnswer.model_validate_json(hit).model_copy(
+                update={"cached": True, "usage": Usage()}
+            )
         async with self._slots:
             answer = await self._ask(prompt, text)
-        if self.cache is not None and key is not None:
-            await self.cache.set(key, answer.model_dump_json())
+        if cache:
+            await cache.set(key, answer.model_dump_json())
         return answer
 
     async def aclose(self) -> None:
@@ -128,11 +128,6 @@ class LLMTeacher:
             return await self.answer_one(text)
         except LLMError as exc:
             return exc
-
-    def _cache_key(self, prompt: Prompt, text: str) -> str | None:
-        if self.cache is None:
-            return None
-        return self.cache.key(self.client.model, prompt.version, prompt.fingerprint, text)
 
     async def _ask(self, prompt: Prompt, text: str) -> LLMAnswer:
         """Call the LLM, asking again (up to `bad_answer_retries`) when the answer is unusable."""
