@@ -39,7 +39,9 @@ class CascadePoint:
         return asdict(self)
 
 
-def quality(task: TaskConfig, gold: Sequence[LabelledText], answers: list[Annotation | None]) -> float:
+def quality(
+    task: TaskConfig, gold: Sequence[LabelledText], answers: list[Annotation | None]
+) -> float:
     """The task's main figure (accuracy, micro-F1 or entity F1); no answer counts as wrong."""
     return score(task.kind, task.label_names, gold, answers).main
 
@@ -53,7 +55,9 @@ def cascade_point(
     price_per_1k_tokens: float,
 ) -> CascadePoint:
     routed = [a is None or a.confidence < threshold for a in student.answers]
-    answers = [l if r else s for s, l, r in zip(student.answers, llm.answers, routed)]
+    answers = [
+        teacher if r else own for own, teacher, r in zip(student.answers, llm.answers, routed)
+    ]
     seconds = sum(student.seconds) + sum(t for t, r in zip(llm.seconds, routed) if r)
     tokens = sum(t for t, r in zip(llm.tokens, routed) if r)
     return CascadePoint(
@@ -68,8 +72,12 @@ def cascade_point(
 
 
 def alone(
-    name: str, task: TaskConfig, gold: Sequence[LabelledText], run: AnnotatorRun,
-    llm_share: float, price_per_1k_tokens: float,
+    name: str,
+    task: TaskConfig,
+    gold: Sequence[LabelledText],
+    run: AnnotatorRun,
+    llm_share: float,
+    price_per_1k_tokens: float,
 ) -> CascadePoint:
     seconds = sum(run.seconds)
     tokens = sum(run.tokens)

@@ -86,12 +86,18 @@ def after_llm(
         return Decision("review", code, f"the LLM gave no answer: {llm}", priority=1.0)
     if llm.confidence < min_confidence:
         return Decision(
-            "accept", "llm_answer", f"LLM confidence {llm.confidence:.3f}",
-            priority=1.0 - llm.confidence, review_reason="llm_unsure",
+            "accept",
+            "llm_answer",
+            f"LLM confidence {llm.confidence:.3f}",
+            priority=1.0 - llm.confidence,
+            review_reason="llm_unsure",
         )
     if student is not None and not same_answer(student, llm):
         return Decision(
-            "accept", "llm_answer", "the student and the LLM disagree",
-            priority=1.0, review_reason="llm_disagrees",
+            "accept",
+            "llm_answer",
+            "the student and the LLM disagree",
+            priority=1.0,
+            review_reason="llm_disagrees",
         )
     return Decision("accept", "llm_answer", f"LLM confidence {llm.confidence:.3f}")

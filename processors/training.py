@@ -29,7 +29,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -304,7 +304,7 @@ def _final_meta(
     outcome: CalibrationOutcome,
     timing: dict[str, float],
 ) -> ModelMeta:
-    created_at = datetime.now(timezone.utc)
+    created_at = datetime.now(UTC)
     config_hash = _config_hash(task, nlp)
     return ModelMeta(
         task=task.name,
@@ -616,7 +616,7 @@ def _draft_meta(task: TaskConfig) -> ModelMeta:
         kind=task.kind,
         labels=task.label_names,
         version="training",
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         architecture=student_architecture(task),
     )
 

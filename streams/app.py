@@ -89,6 +89,7 @@ def register_batch_agent(
 
 async def crash_loudly(app: faust.App, agent: str, exc: BaseException) -> None:
     """Stop the whole worker on a bug, instead of Faust's silent agent restart."""
-    log.critical("agent %s failed with an unexpected error; stopping the worker", agent,
-                 exc_info=exc)
+    log.critical(
+        "agent %s failed with an unexpected error; stopping the worker", agent, exc_info=exc
+    )
     await app.crash(exc)

@@ -86,8 +86,12 @@ class OutputWatcher:
         self.consumer.close()
 
 
-def produce(producer: KafkaProducer, task: TaskConfig, items: Sequence[TextIn],
-            rate_per_s: float | None = None) -> dict[str, int]:
+def produce(
+    producer: KafkaProducer,
+    task: TaskConfig,
+    items: Sequence[TextIn],
+    rate_per_s: float | None = None,
+) -> dict[str, int]:
     """Send items (at most `rate_per_s` a second); return each id's input timestamp in ms."""
     sent_ms: dict[str, int] = {}
     futures = []
@@ -97,15 +101,22 @@ def produce(producer: KafkaProducer, task: TaskConfig, items: Sequence[TextIn],
             lag = started + index / rate_per_s - time.perf_counter()
             if lag > 0:
                 time.sleep(lag)
-        futures.append((item.id, producer.send(task.topic("texts"), key=item.id.encode(), value=encode(item))))
+        futures.append(
+            (item.id, producer.send(task.topic("texts"), key=item.id.encode(), value=encode(item)))
+        )
     producer.flush()
     for item_id, future in futures:
         sent_ms[item_id] = future.get().timestamp
     return sent_ms
 
 
-def wait_until_consuming(producer: KafkaProducer, watcher: OutputWatcher, task: TaskConfig,
-                         worker: subprocess.Popen, timeout_s: float = 120.0) -> None:
+def wait_until_consuming(
+    producer: KafkaProducer,
+    watcher: OutputWatcher,
+    task: TaskConfig,
+    worker: subprocess.Popen,
+    timeout_s: float = 120.0,
+) -> None:
     """A probe item goes through: the worker has joined its group and loaded its model."""
     probe = TextIn(id="bench-probe", text="warm-up")
     produce(producer, task, [probe])
@@ -195,8 +206,10 @@ def plot_latency(latencies_ms: np.ndarray, result: StreamBenchResult, path: Path
         ax.text(value, 0.05, f" {q} {value:.0f} ms", rotation=90, va="bottom")
     ax.set_xlabel("produce-to-output latency (ms)")
     ax.set_ylabel("share of items")
-    ax.set_title(f"{result.latency_n} items at {result.latency_rate_per_s:.0f}/s "
-                 f"(half of max {result.end_to_end_items_per_s:.0f}/s)")
+    ax.set_title(
+        f"{result.latency_n} items at {result.latency_rate_per_s:.0f}/s "
+        f"(half of max {result.end_to_end_items_per_s:.0f}/s)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

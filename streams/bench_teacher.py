@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopline.processors.cascade import AnnotatorRun, CascadePoint, alone, best_within_share, cascade_point
+from loopline.processors.cascade import (
+    AnnotatorRun,
+    CascadePoint,
+    alone,
+    best_within_share,
+    cascade_point,
+)
 from loopline.processors.data import LabelledText
 from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
 from loopline.processors.student import Student
@@ -60,7 +66,9 @@ def run_student(student: Student, texts: Sequence[str], batch_size: int) -> Anno
     started = time.perf_counter()
     answers = student.predict(texts, batch_size=batch_size)
     per_item = (time.perf_counter() - started) / len(texts)
-    return AnnotatorRun(answers=list(answers), seconds=[per_item] * len(texts), tokens=[0] * len(texts))
+    return AnnotatorRun(
+        answers=list(answers), seconds=[per_item] * len(texts), tokens=[0] * len(texts)
+    )
 
 
 async def run_llm(
@@ -109,12 +117,25 @@ def plot(bench: TeacherBench, metric: str, title: str, path: Path) -> None:
     shares = [p.llm_share for p in bench.cascades]
     ax.plot(shares, [p.quality for p in bench.cascades], marker="o", label="student then LLM")
     for point in bench.cascades:
-        ax.annotate(f"{point.threshold:g}", (point.llm_share, point.quality),
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.axhline(bench.llm.quality, color="tab:red", linestyle="--",
-               label=f"LLM alone {bench.llm.quality:.3f}")
-    ax.axhline(bench.student.quality, color="tab:green", linestyle=":",
-               label=f"student alone {bench.student.quality:.3f}")
+        ax.annotate(
+            f"{point.threshold:g}",
+            (point.llm_share, point.quality),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
+    ax.axhline(
+        bench.llm.quality,
+        color="tab:red",
+        linestyle="--",
+        label=f"LLM alone {bench.llm.quality:.3f}",
+    )
+    ax.axhline(
+        bench.student.quality,
+        color="tab:green",
+        linestyle=":",
+        label=f"student alone {bench.student.quality:.3f}",
+    )
     ax.axvline(MAX_LLM_SHARE, color="grey", linewidth=0.8)
     ax.set_xlabel("share of items sent to the LLM (labels: threshold)")
     ax.set_ylabel(metric)

@@ -60,7 +60,9 @@ def _summarise(exc: ValidationError) -> str:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
     )
-    return f"value does not match the TextIn schema ({problems}); see schemas/json/TextIn.schema.json"
+    return (
+        f"value does not match the TextIn schema ({problems}); see schemas/json/TextIn.schema.json"
+    )
 
 
 def encode(message: BaseModel) -> bytes:
@@ -97,7 +99,9 @@ def text_from_line(line: str, *, plain: bool) -> TextIn:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InputError("invalid_json", f"not JSON ({exc.msg}); use --plain for raw text") from None
+        raise InputError(
+            "invalid_json", f"not JSON ({exc.msg}); use --plain for raw text"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("text"), str):
         raise InputError("schema_violation", 'expected a JSON object with a "text" string')
     fields = {key: data[key] for key in ("id", "meta") if key in data}

@@ -94,8 +94,11 @@ def run_demo(
     if retrain or not (model_dir / "loopline.json").exists():
         console.rule("training a student on the bundled banking77 subset")
         model_commands.train(
-            EXAMPLE / "task.yml", EXAMPLE / "train.jsonl", model_dir,
-            eval_data=EXAMPLE / "dev.jsonl", force=True,
+            EXAMPLE / "task.yml",
+            EXAMPLE / "train.jsonl",
+            model_dir,
+            eval_data=EXAMPLE / "dev.jsonl",
+            force=True,
         )
     else:
         console.print(f"Using the student trained before in {model_dir} (--retrain to redo it).")
@@ -133,8 +136,13 @@ def run_task(task: TaskConfig, run_id: str) -> TaskConfig:
     )
 
 
-def start_worker(settings: Settings, task_file: Path, model_dir: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **{f"LOOPLINE_{k.upper()}": str(v) for k, v in worker_env(settings).items()}}
+def start_worker(
+    settings: Settings, task_file: Path, model_dir: Path, log: Path
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        **{f"LOOPLINE_{k.upper()}": str(v) for k, v in worker_env(settings).items()},
+    }
     return worker_process.start_process(task_file, model_dir, log, env)
 
 
@@ -162,13 +170,23 @@ def produce(settings: Settings, task: TaskConfig, items: list[TextIn]) -> float:
 
 
 def follow(
-    settings: Settings, task: TaskConfig, stage: str, total: int, limit_s: float | None,
-    worker: subprocess.Popen, console: Console,
+    settings: Settings,
+    task: TaskConfig,
+    stage: str,
+    total: int,
+    limit_s: float | None,
+    worker: subprocess.Popen,
+    console: Console,
 ) -> dict[str, int]:
     """Show a stage's progress from its Redis counters until `total` items are done."""
     deadline = None if limit_s is None else time.monotonic() + limit_s
-    columns = (TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[detail]}"))
+    columns = (
+        TextColumn(f"[bold]{stage}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(stage, total=total, detail="")
         while True:
@@ -181,8 +199,10 @@ def follow(
             if worker.poll() is not None:
                 raise ServiceError("the worker stopped; see its log under the demo's run directory")
             if deadline is not None and time.monotonic() > deadline:
-                console.print(f"[yellow]{total - done} items still wait for the LLM; they stay on "
-                              f"{task.topic('llm')} and a later worker answers them.[/]")
+                console.print(
+                    f"[yellow]{total - done} items still wait for the LLM; they stay on "
+                    f"{task.topic('llm')} and a later worker answers them.[/]"
+                )
                 return counts
             time.sleep(0.5)
 
@@ -193,8 +213,13 @@ def score(
     """Compare the latest prediction of each item with its gold label."""
     report = RunReport(n=len(gold.items), outcomes=annotated, taught=taught)
     latest: dict[str, dict] = {}
-    for value in read_topic(settings.kafka_bootstrap, task.topic("predictions"),
-                            from_beginning=True, max_messages=None, timeout_s=3):
+    for value in read_topic(
+        settings.kafka_bootstrap,
+        task.topic("predictions"),
+        from_beginning=True,
+        max_messages=None,
+        timeout_s=3,
+    ):
         prediction = json.loads(value)
         if prediction["revision"] >= latest.get(prediction["id"], {}).get("revision", -1):
             latest[prediction["id"]] = prediction
@@ -208,8 +233,13 @@ def score(
             report.llm_correct += right
     reasons = Counter(
         json.loads(value)["reason"]
-        for value in read_topic(settings.kafka_bootstrap, task.topic("review"),
-                                from_beginning=True, max_messages=None, timeout_s=3)
+        for value in read_topic(
+            settings.kafka_bootstrap,
+            task.topic("review"),
+            from_beginning=True,
+            max_messages=None,
+            timeout_s=3,
+        )
     )
     report.review_reasons = dict(reasons)
     return report

@@ -83,8 +83,13 @@ def decode_batch(
             valid.append((message, decode(message.value)))
         except InputError as error:
             letter = dead_letter(
-                error, message.value, task=task, stage=stage,
-                topic=message.topic, partition=message.partition, offset=message.offset,
+                error,
+                message.value,
+                task=task,
+                stage=stage,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
             )
             letters.append(Output("deadletter", letter.key, letter))
             outcomes.append(Outcome(message.topic, message.partition, message.offset, "deadletter"))

@@ -6,6 +6,7 @@ loopline encodes and decodes messages itself (see `codec`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -82,10 +83,9 @@ def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) 
             if task.topic(role) not in existing
         ]
         if wanted:
-            try:
+            # Another worker may create them at the same moment.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
-            except TopicAlreadyExistsError:
-                pass  # another worker created them at the same moment
         return [topic.name for topic in wanted]
     finally:
         admin.close()

@@ -59,8 +59,11 @@ def human_examples(settings: Settings, task: TaskConfig) -> list[Example]:
         try:
             corrections.append(Correction.model_validate_json(value))
         except ValidationError as exc:
-            log.warning("skipping a message on %s that is not a Correction: %s",
-                        task.topic("corrections"), exc.errors()[0]["msg"])
+            log.warning(
+                "skipping a message on %s that is not a Correction: %s",
+                task.topic("corrections"),
+                exc.errors()[0]["msg"],
+            )
     return pick_examples(corrections, task.llm.examples)
 
 

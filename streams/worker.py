@@ -60,13 +60,24 @@ def run(app: faust.App, *, loglevel: str = "warn") -> None:
     worker.execute_from_commandline()
 
 
-def start_process(task_file: Path, model_dir: Path, log: Path, env: dict[str, str] | None = None
-                  ) -> subprocess.Popen:
+def start_process(
+    task_file: Path, model_dir: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """`loopline worker` in a process of its own, as in production (benchmarks, the demo)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file),
-         "--model", str(model_dir)],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "loopline.streams.cli",
+            "worker",
+            "--task",
+            str(task_file),
+            "--model",
+            str(model_dir),
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -35,9 +35,7 @@ def pick_examples(corrections: Sequence[Correction], limit: int) -> list[Example
         for queue in by_label.values():
             if queue and len(picked) < limit:
                 picked.append(queue.pop(0))
-    return [
-        Example(text=c.text, labels=tuple(c.labels), spans=tuple(c.spans)) for c in picked
-    ]
+    return [Example.from_correction(c) for c in picked]
 
 
 def _main_label(correction: Correction) -> str:

@@ -31,7 +31,9 @@ def decide(
     return route(result, task.routing, llm_available=llm_available, draw=audit_draw(item.id))
 
 
-def suggestions_of(result: Annotation | LooplineError, version: str, task: TaskConfig) -> list[Suggestion]:
+def suggestions_of(
+    result: Annotation | LooplineError, version: str, task: TaskConfig
+) -> list[Suggestion]:
     if isinstance(result, LooplineError):
         return []
     annotation = result.with_top_scores(task.scores_top_k)
@@ -73,6 +75,10 @@ class AnnotateStage:
 
 def register(app: faust.App, stage: AnnotateStage, *, batch_size: int, window_s: float) -> None:
     register_batch_agent(
-        app, stage.topics.texts, f"{stage.task.topics.prefix}{STAGE}", stage.handle,
-        batch_size=batch_size, window_s=window_s,
+        app,
+        stage.topics.texts,
+        f"{stage.task.topics.prefix}{STAGE}",
+        stage.handle,
+        batch_size=batch_size,
+        window_s=window_s,
     )

@@ -10,7 +10,7 @@ for the trainer, which weighs it below human labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import faust
 from pydantic import ValidationError
@@ -88,7 +88,7 @@ class TeachStage:
         valid, outputs, outcomes = decode_batch(events, decode_request, self.task.name, STAGE)
         answers = await self.teacher.answer([request.item.text for _, request in valid])
         for (message, request), answer in zip(valid, answers, strict=True):
-            produced_at = datetime.fromtimestamp(message.timestamp, tz=timezone.utc)
+            produced_at = datetime.fromtimestamp(message.timestamp, tz=UTC)
             item_outputs, decision = teach_outputs(request, answer, self.task, produced_at)
             outputs += item_outputs
             outcomes.append(outcome(message, decision))
@@ -98,6 +98,10 @@ class TeachStage:
 
 def register(app: faust.App, stage: TeachStage, *, batch_size: int, window_s: float) -> None:
     register_batch_agent(
-        app, stage.topics.llm, f"{stage.task.topics.prefix}{STAGE}", stage.handle,
-        batch_size=batch_size, window_s=window_s,
+        app,
+        stage.topics.llm,
+        f"{stage.task.topics.prefix}{STAGE}",
+        stage.handle,
+        batch_size=batch_size,
+        window_s=window_s,
     )

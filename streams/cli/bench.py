@@ -1,4 +1,4 @@
-"""`loopline bench ...`: benchmarks that print figures against a baseline measured in the same run."""
+"""`loopline bench ...`: figures printed beside a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from rich.table import Table
 from loopline.processors.data import read_examples
 from loopline.processors.student import Student
 from loopline.schemas import ConfigError, load_task
-from loopline.streams.bench_teacher import compare, plot, run_llm, run_student
 from loopline.streams.bench_stream import plot_latency, run_stream_bench
+from loopline.streams.bench_teacher import compare, plot, run_llm, run_student
 from loopline.streams.codec import text_from_line
 from loopline.streams.settings import Settings
 from loopline.streams.wiring import build_teacher
 
-app = typer.Typer(help="Benchmarks: figures and plots, compared with a baseline in the same run.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: figures and plots, compared with a baseline in the same run.",
+    no_args_is_help=True,
+)
 err = Console(stderr=True)
 
 
@@ -47,9 +49,15 @@ def stream(
     task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")],
     model: Annotated[Path, typer.Option(help="Student model directory.")],
     n: Annotated[int, typer.Option(help="Items in the throughput backlog.")] = 20_000,
-    data: Annotated[Path | None, typer.Option(help="JSONL texts (default: test.jsonl beside the task).")] = None,
-    latency_seconds: Annotated[float, typer.Option(help="How long to send at half the rate.")] = 20.0,
-    out: Annotated[Path | None, typer.Option(help="Where to write result.json and latency.png.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL texts (default: test.jsonl beside the task).")
+    ] = None,
+    latency_seconds: Annotated[
+        float, typer.Option(help="How long to send at half the rate.")
+    ] = 20.0,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json and latency.png.")
+    ] = None,
 ) -> None:
     """End-to-end throughput and latency of a real worker vs the student in-process."""
     settings = Settings()
@@ -57,19 +65,33 @@ def stream(
     lines = (data or default_data(task)).read_text(encoding="utf-8").splitlines()
     texts = [text_from_line(line, plain=False).text for line in lines if line.strip()]
     workdir = output_dir(out, "bench-stream")
-    result = run_stream_bench(settings, config, model, texts, n, workdir, latency_seconds,
-                              report=lambda line: err.print(f"[dim]{line}[/]"))
+    result = run_stream_bench(
+        settings,
+        config,
+        model,
+        texts,
+        n,
+        workdir,
+        latency_seconds,
+        report=lambda line: err.print(f"[dim]{line}[/]"),
+    )
     plot_latency(np.load(workdir / "latencies_ms.npy"), result, workdir / "latency.png")
     (workdir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
 
     table = Table(title=f"bench stream: {config.name}, {n} items, batch {settings.batch_size}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("student in-process (items/s, median of 3)", f"{result.in_process_items_per_s:,.0f}")
+    table.add_row(
+        "student in-process (items/s, median of 3)", f"{result.in_process_items_per_s:,.0f}"
+    )
     table.add_row("end-to-end through Kafka (items/s)", f"{result.end_to_end_items_per_s:,.0f}")
     table.add_row("ratio end-to-end / in-process", f"{result.ratio:.2f}")
-    table.add_row(f"latency p50 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p50_ms:.0f}")
-    table.add_row(f"latency p99 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p99_ms:.0f}")
+    table.add_row(
+        f"latency p50 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p50_ms:.0f}"
+    )
+    table.add_row(
+        f"latency p99 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p99_ms:.0f}"
+    )
     Console().print(table)
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'latency.png'}")
 
@@ -83,7 +105,9 @@ def teacher(
         str, typer.Option(help="Comma-separated student confidence thresholds.")
     ] = "0.5,0.7,0.8,0.9,0.95,0.98,0.99",
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Where to write result.json and cascade.png.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json and cascade.png.")
+    ] = None,
 ) -> None:
     """Student alone vs LLM alone vs student-then-LLM: quality, LLM share, speed, tokens, cost."""
     settings = Settings()
@@ -97,20 +121,33 @@ def teacher(
     llm = build_teacher(config, settings, redis=None)
     with Progress(console=err) as progress:
         bar = progress.add_task(f"LLM ({settings.llm_model})", total=len(texts))
-        llm_run = asyncio.run(run_llm(llm, texts, settings.llm_max_concurrency,
-                                      lambda n: progress.advance(bar, n)))
+        llm_run = asyncio.run(
+            run_llm(llm, texts, settings.llm_max_concurrency, lambda n: progress.advance(bar, n))
+        )
     bench = compare(config, gold, student_run, llm_run, cuts, settings.llm_price_per_1k_tokens)
-    metric = {"textcat": "accuracy", "textcat_multilabel": "micro-F1", "ner": "entity F1"}[config.kind]
-    plot(bench, metric, f"{config.name}: {len(gold)} gold items, LLM {settings.llm_model}",
-         workdir / "cascade.png")
+    metric = {"textcat": "accuracy", "textcat_multilabel": "micro-F1", "ner": "entity F1"}[
+        config.kind
+    ]
+    plot(
+        bench,
+        metric,
+        f"{config.name}: {len(gold)} gold items, LLM {settings.llm_model}",
+        workdir / "cascade.png",
+    )
     (workdir / "result.json").write_text(json.dumps(bench.as_dict(), indent=2))
 
     table = Table(title=f"bench teacher: {config.name}, {len(gold)} items")
     for column in ("annotator", metric, "to LLM", "items/s", "tokens", "cost"):
         table.add_column(column, justify="left" if column == "annotator" else "right")
     for point in (bench.student, bench.llm, *bench.cascades):
-        table.add_row(point.name, f"{point.quality:.3f}", f"{point.llm_share:.1%}",
-                      f"{point.items_per_s:,.1f}", f"{point.tokens:,}", f"{point.cost:.4f}")
+        table.add_row(
+            point.name,
+            f"{point.quality:.3f}",
+            f"{point.llm_share:.1%}",
+            f"{point.items_per_s:,.1f}",
+            f"{point.tokens:,}",
+            f"{point.cost:.4f}",
+        )
     Console().print(table)
     Console().print(bench.verdict)
     if bench.llm_errors:

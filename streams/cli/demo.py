@@ -31,8 +31,12 @@ def demo(
     settings = Settings()
     model = (llm_model or settings.llm_model) if llm else None
     report = run_demo(
-        settings, llm_model=model, retrain=retrain, llm_wait_s=llm_wait,
-        keep_running=keep_running, console=console,
+        settings,
+        llm_model=model,
+        retrain=retrain,
+        llm_wait_s=llm_wait,
+        keep_running=keep_running,
+        console=console,
     )
     table = Table(title=f"loopline demo: banking77, {report.n} test texts", show_header=False)
     table.add_column(justify="left")
@@ -44,7 +48,9 @@ def demo(
         "accuracy of confident student predictions",
         f"{report.student_accepted_correct / accepted:.3f} ({accepted} items)" if accepted else "-",
     )
-    table.add_row("annotate throughput (items/s, produce to last outcome)", f"{report.items_per_s:,.0f}")
+    table.add_row(
+        "annotate throughput (items/s, produce to last outcome)", f"{report.items_per_s:,.0f}"
+    )
     if report.taught:
         answered = report.llm_answered
         table.add_row("LLM answers published", str(answered))

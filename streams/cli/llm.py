@@ -26,10 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loopline.processors.data import SOURCE_KEY, tokenizer_pipeline
-from loopline.processors.llm.budget import RateLimiter, TokenBudget
-from loopline.processors.llm.cache import ResponseCache
 from loopline.processors.llm.local import LOCAL_MODELS, ServeOptions, ensure_model, start_server
-from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher, make_llm_teacher
+from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
 from loopline.schemas import (
     ConfigError,
     DataError,
@@ -39,8 +37,8 @@ from loopline.schemas import (
     content_id,
     load_task,
 )
-from loopline.streams.cli.model import llm_arguments
 from loopline.streams.settings import LOCAL_LLM_PORT, Settings
+from loopline.streams.wiring import build_teacher
 
 app = typer.Typer(help="The LLM teacher: serve a local model, annotate data.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -223,9 +221,7 @@ async def _annotate(
 ) -> Summary:
     redis, shared_state = await _shared_redis(settings)
     summary = Summary(failures=Counter(), shared_state=shared_state)
-    teacher = make_llm_teacher(
-        task=task, **llm_arguments(settings), **_shared(task, settings, redis)
-    )
+    teacher = build_teacher(task, settings, redis)  # from zero labels: no examples
     started = time.perf_counter()
     try:
         with (
@@ -318,17 +314,6 @@ async def _shared_redis(settings: Settings) -> tuple[Redis | None, str]:
         )
         return None, "no Redis: no shared cache"
     return redis, f"shared cache in Redis at {settings.redis_url}"
-
-
-def _shared(task: TaskConfig, settings: Settings, redis: Redis | None) -> dict[str, Any]:
-    if redis is None:
-        return {}
-    shared: dict[str, Any] = {"cache": ResponseCache(redis, task.name, settings.llm_cache_ttl_s)}
-    if settings.llm_daily_token_budget:
-        shared["budget"] = TokenBudget(redis, task.name, settings.llm_daily_token_budget)
-    if settings.llm_rate_limit_per_s:
-        shared["rate_limiter"] = RateLimiter(redis, task.name, settings.llm_rate_limit_per_s)
-    return shared
 
 
 def _progress() -> Progress:

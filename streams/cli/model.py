@@ -17,17 +17,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from loopline.processors.data import read_examples
-from loopline.processors.evaluation import EvalReport, evaluate as evaluate_processor
+from loopline.processors.evaluation import EvalReport
+from loopline.processors.evaluation import evaluate as evaluate_processor
 from loopline.processors.metrics import LabelScore
 from loopline.processors.protocol import Processor
 from loopline.processors.registry import make
 from loopline.processors.student import ModelMeta
-from loopline.processors.training import TrainProgress, TrainReport, train as train_student
+from loopline.processors.training import TrainProgress, TrainReport
+from loopline.processors.training import train as train_student
 from loopline.schemas import ConfigError, TaskConfig, load_task
 from loopline.streams.settings import Settings
-from loopline.streams.wiring import build_teacher, llm_arguments
-
-__all__ = ["evaluate", "train", "build_annotator", "llm_arguments"]  # llm.py imports llm_arguments
+from loopline.streams.wiring import build_teacher
 
 console = Console()
 errors = Console(stderr=True)

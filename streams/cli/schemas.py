@@ -14,7 +14,9 @@ app = typer.Typer(help="JSON Schemas of loopline's messages.", no_args_is_help=T
 
 
 @app.command()
-def export(directory: Annotated[Path, typer.Argument(help="Where to write *.schema.json.")]) -> None:
+def export(
+    directory: Annotated[Path, typer.Argument(help="Where to write *.schema.json.")],
+) -> None:
     """Write one JSON Schema per message (and one for the task config)."""
     for path in export_schemas(directory):
         Console(stderr=True).print(f"wrote {path}")

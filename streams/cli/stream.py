@@ -24,7 +24,9 @@ from loopline.streams.topics import ensure_topics
 err = Console(stderr=True)
 
 TaskOption = Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")]
-ConsumableTopic = Literal["texts", "predictions", "llm", "review", "deadletter", "corrections", "models"]
+ConsumableTopic = Literal[
+    "texts", "predictions", "llm", "review", "deadletter", "corrections", "models"
+]
 
 
 def worker(
@@ -39,8 +41,10 @@ def worker(
     settings = Settings()
     config = load_task(task)
     app = worker_assembly.build(settings, config, model)
-    err.print(f"[bold]worker[/] for task {config.name}: {config.topic('texts')} -> "
-              f"{config.topic('predictions')} (Kafka {settings.kafka_bootstrap})")
+    err.print(
+        f"[bold]worker[/] for task {config.name}: {config.topic('texts')} -> "
+        f"{config.topic('predictions')} (Kafka {settings.kafka_bootstrap})"
+    )
     worker_assembly.run(app, loglevel=loglevel)
 
 
@@ -72,8 +76,10 @@ def produce(
             progress.advance(bar)
     producer.flush()
     producer.close()
-    err.print(f"sent {sent} texts to {config.topic('texts')}"
-              + (f"; {rejected} lines rejected" if rejected else ""))
+    err.print(
+        f"sent {sent} texts to {config.topic('texts')}"
+        + (f"; {rejected} lines rejected" if rejected else "")
+    )
     if rejected:
         raise typer.Exit(1)
 
@@ -82,15 +88,20 @@ def consume(
     task: TaskOption,
     topic: Annotated[ConsumableTopic, typer.Option(help="Which of the task's topics.")],
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
-    max_messages: Annotated[int | None, typer.Option("--max", help="Stop after N messages.")] = None,
+    max_messages: Annotated[
+        int | None, typer.Option("--max", help="Stop after N messages.")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Stop after S seconds without messages.")] = 10.0,
 ) -> None:
     """Print a topic's messages as JSON lines on stdout (values that are not JSON are wrapped)."""
     settings = Settings()
     config = load_task(task)
     for value in read_topic(
-        settings.kafka_bootstrap, config.topic(topic),
-        from_beginning=from_beginning, max_messages=max_messages, timeout_s=timeout,
+        settings.kafka_bootstrap,
+        config.topic(topic),
+        from_beginning=from_beginning,
+        max_messages=max_messages,
+        timeout_s=timeout,
     ):
         sys.stdout.write(json_line(value) + "\n")
     sys.stdout.flush()
@@ -131,7 +142,9 @@ def json_line(value: bytes | None) -> str:
 
 def stats(
     task: TaskOption,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """Counts per outcome, kept in Redis by the workers (exact despite redelivery)."""
     settings = Settings()
@@ -159,4 +172,3 @@ async def stage_counts(settings: Settings, config: TaskConfig) -> dict[str, dict
         }
     finally:
         await redis.aclose()
-

@@ -69,7 +69,11 @@ def texts(n: int, seed_file: str = "test.jsonl", example: str = "banking77") -> 
     lines = (EXAMPLES / example / seed_file).read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     return [
-        {"id": f"item-{i}", "text": rows[i % len(rows)]["text"], "meta": {"gold": rows[i % len(rows)].get("label")}}
+        {
+            "id": f"item-{i}",
+            "text": rows[i % len(rows)]["text"],
+            "meta": {"gold": rows[i % len(rows)].get("label")},
+        }
         for i in range(n)
     ]
 
@@ -97,7 +101,9 @@ def wait_for_outcomes(
             return current
         for proc in workers:
             assert proc.poll() is None, f"worker exited with {proc.returncode} before finishing"
-        assert time.monotonic() < deadline, f"only {done}/{total} outcomes after {timeout_s}s: {current}"
+        assert time.monotonic() < deadline, (
+            f"only {done}/{total} outcomes after {timeout_s}s: {current}"
+        )
         time.sleep(0.5)
 
 

@@ -39,7 +39,9 @@ def test_redelivered_offsets_are_not_counted_twice(redis_url):
 
 def test_order_within_a_batch_does_not_matter(redis_url):
     async def scenario(ledger):
-        batch = [Outcome("t", 0, 7, "deadletter")] + [Outcome("t", 0, o, "review") for o in range(7)]
+        batch = [Outcome("t", 0, 7, "deadletter")] + [
+            Outcome("t", 0, o, "review") for o in range(7)
+        ]
         batch.append(Outcome("t", 1, 0, "prediction", tags=("audit",)))
         assert await ledger.record(batch) == 9
         return await ledger.counts()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
@@ -98,7 +98,7 @@ def test_the_daily_budget_is_shared_settled_and_then_refuses(
     assert spent == 3 * 320  # the reservations were settled to what the server reported
     assert "budget" in str(refused[0]) and refused[0].code == "llm_budget_exhausted"
     assert len(fake_llm.requests) == 3  # the refused item never reached the LLM
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     seconds_to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
     assert 0 < ttl <= seconds_to_midnight + 3600
 

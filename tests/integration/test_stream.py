@@ -75,16 +75,25 @@ def test_every_offset_ends_as_exactly_one_outcome(
     predictions = [
         Prediction.model_validate_json(v) for [(role, v)] in by_id.values() if role == "predictions"
     ]
-    routed = [RoutedItem.model_validate_json(v) for [(role, v)] in by_id.values() if role != "predictions"]
+    routed = [
+        RoutedItem.model_validate_json(v) for [(role, v)] in by_id.values() if role != "predictions"
+    ]
     assert predictions and routed, "a 77-intent student should be sure of some items and not others"
     threshold = task.routing.accept_threshold
     assert all(p.confidence >= threshold and p.source == "student" for p in predictions)
     assert all(r.suggestions[0].annotation.confidence < threshold for r in routed)
     assert all(r.route == "review" and r.reason == "low_confidence_no_llm" for r in routed)
 
-    letters = [DeadLetter.model_validate_json(v) for v in read_topic(
-        kafka_bootstrap, task.topic("deadletter"), from_beginning=True, max_messages=None, timeout_s=3
-    )]
+    letters = [
+        DeadLetter.model_validate_json(v)
+        for v in read_topic(
+            kafka_bootstrap,
+            task.topic("deadletter"),
+            from_beginning=True,
+            max_messages=None,
+            timeout_s=3,
+        )
+    ]
     assert sorted(letter.error_type for letter in letters) == sorted(BAD_INPUTS)
     for letter in letters:
         assert letter.original == (BAD_INPUTS[letter.error_type] or b"")
@@ -112,9 +121,15 @@ def test_deadletter_keeps_bytes_and_says_what_to_do(
         wait_for_outcomes(redis_url, task, len(BAD_INPUTS) + 5, 60, [worker])
     finally:
         stop(worker)
-    raw_letters = list(read_topic(
-        kafka_bootstrap, task.topic("deadletter"), from_beginning=True, max_messages=None, timeout_s=3
-    ))
+    raw_letters = list(
+        read_topic(
+            kafka_bootstrap,
+            task.topic("deadletter"),
+            from_beginning=True,
+            max_messages=None,
+            timeout_s=3,
+        )
+    )
     by_kind = {json.loads(v)["error_type"]: json.loads(v) for v in raw_letters}
     assert set(by_kind) == set(BAD_INPUTS)
     # On the wire the original bytes are URL-safe base64, so any consumer can recover them.
@@ -167,7 +182,9 @@ def partitions_of(member: dict, topic: str) -> list[int]:
     if not isinstance(assignment, dict):
         return []
     return [
-        p for entry in assignment["assigned_partitions"] if entry["topic"] == topic
+        p
+        for entry in assignment["assigned_partitions"]
+        if entry["topic"] == topic
         for p in entry["partitions"]
     ]
 
@@ -184,7 +201,9 @@ def test_sigkill_mid_stream_loses_nothing(
         done_before_kill = wait_until_some_done(redis_url, task, worker, at_least=500)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        assert sum(counts(redis_url, task).values()) < len(rows), "killed too late to prove anything"
+        assert sum(counts(redis_url, task).values()) < len(rows), (
+            "killed too late to prove anything"
+        )
         restarted = start_worker(task_file, banking_student, env, tmp_path / "worker2.log")
         try:
             final = wait_for_outcomes(redis_url, task, len(rows), 240, [restarted])

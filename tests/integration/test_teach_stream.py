@@ -55,13 +55,15 @@ def wait_for_teach(redis_url, task, timeout_s, workers) -> dict[str, int]:
 def test_unsure_items_get_llm_predictions_and_silver_examples(
     kafka_bootstrap, redis_url, llm_server, snips_student, tmp_path, unique_prefix
 ):
-    task_file = write_task(tmp_path, unique_prefix, "snips", llm={"min_confidence": 0.0},
-                           routing=ROUTING)
+    task_file = write_task(
+        tmp_path, unique_prefix, "snips", llm={"min_confidence": 0.0}, routing=ROUTING
+    )
     task = load_task(task_file)
     rows = texts(40, example="snips")
     produce_raw(kafka_bootstrap, task, good_values(rows))
-    env = service_env(kafka_bootstrap, redis_url, tmp_path, LOOPLINE_LLM_BASE_URL=llm_server,
-                      **LLM_ENV)
+    env = service_env(
+        kafka_bootstrap, redis_url, tmp_path, LOOPLINE_LLM_BASE_URL=llm_server, **LLM_ENV
+    )
     worker = start_worker(task_file, snips_student, env, tmp_path / "worker.log")
     try:
         annotated = wait_for_outcomes(redis_url, task, len(rows), 120, [worker])
@@ -75,7 +77,9 @@ def test_unsure_items_get_llm_predictions_and_silver_examples(
     assert set(by_id) == {row["id"] for row in rows}, "an item has neither prediction nor review"
     llm_predictions = [
         Prediction.model_validate_json(value)
-        for outputs in by_id.values() for role, value in outputs if role == "predictions"
+        for outputs in by_id.values()
+        for role, value in outputs
+        if role == "predictions"
         if json.loads(value)["source"] == "llm"
     ]
     assert len(llm_predictions) == taught.get("prediction", 0)
@@ -85,13 +89,23 @@ def test_unsure_items_get_llm_predictions_and_silver_examples(
         for role, value in outputs:
             if role == "review":
                 review = RoutedItem.model_validate_json(value)
-                assert review.reason in {"llm_disagrees", "llm_unsure", "llm_bad_answer",
-                                         "llm_unavailable"}, review.reason
+                assert review.reason in {
+                    "llm_disagrees",
+                    "llm_unsure",
+                    "llm_bad_answer",
+                    "llm_unavailable",
+                }, review.reason
 
-    silver = [Correction.model_validate_json(v) for v in read_topic(
-        kafka_bootstrap, task.topic("corrections"), from_beginning=True, max_messages=None,
-        timeout_s=3,
-    )]
+    silver = [
+        Correction.model_validate_json(v)
+        for v in read_topic(
+            kafka_bootstrap,
+            task.topic("corrections"),
+            from_beginning=True,
+            max_messages=None,
+            timeout_s=3,
+        )
+    ]
     assert len(silver) == len(llm_predictions)
     assert all(c.source == "llm" and c.reviewer.startswith("llm:") for c in silver)
 
@@ -102,13 +116,15 @@ def test_llm_dying_mid_run_loses_nothing_and_does_not_block_the_student(
     # A server of this test's own, so that it can be killed (the fixture's one warmed the weights).
     llm_settings = Settings(state_dir=tmp_path / "llm-state")
     base_url = services.ensure_llm(llm_settings, TEST_LLM_MODEL, free_port())
-    task_file = write_task(tmp_path, unique_prefix, "snips", llm={"min_confidence": 0.0},
-                           routing=ROUTING)
+    task_file = write_task(
+        tmp_path, unique_prefix, "snips", llm={"min_confidence": 0.0}, routing=ROUTING
+    )
     task = load_task(task_file)
     rows = texts(300, example="snips")
     produce_raw(kafka_bootstrap, task, good_values(rows))
-    env = service_env(kafka_bootstrap, redis_url, tmp_path, LOOPLINE_LLM_BASE_URL=base_url,
-                      **LLM_ENV)
+    env = service_env(
+        kafka_bootstrap, redis_url, tmp_path, LOOPLINE_LLM_BASE_URL=base_url, **LLM_ENV
+    )
     worker = start_worker(task_file, snips_student, env, tmp_path / "worker.log")
     try:
         wait_for_outcomes(redis_url, task, len(rows), 120, [worker])
@@ -116,7 +132,10 @@ def test_llm_dying_mid_run_loses_nothing_and_does_not_block_the_student(
         services.down(llm_settings, ("llm",))
 
         # The student's path goes on at full speed while the LLM is gone.
-        later = [{"id": f"late-{i}", "text": row["text"]} for i, row in enumerate(texts(200, example="snips"))]
+        later = [
+            {"id": f"late-{i}", "text": row["text"]}
+            for i, row in enumerate(texts(200, example="snips"))
+        ]
         started = time.monotonic()
         produce_raw(kafka_bootstrap, task, good_values(later))
         wait_for_outcomes(redis_url, task, len(rows) + len(later), 60, [worker])
@@ -133,7 +152,9 @@ def test_llm_dying_mid_run_loses_nothing_and_does_not_block_the_student(
     assert set(by_id) == all_ids, f"{len(all_ids - set(by_id))} items vanished"
     reasons = [
         RoutedItem.model_validate_json(value).reason
-        for outputs in by_id.values() for role, value in outputs if role == "review"
+        for outputs in by_id.values()
+        for role, value in outputs
+        if role == "review"
     ]
     assert "llm_unavailable" in reasons, f"no item was routed to review for the outage: {taught}"
     assert taught.get("prediction", 0) > 0, "the LLM answered nothing before it died"

@@ -16,7 +16,9 @@ ITEM = TextIn(id="i1", text="hello", meta={"src": "test"})
 
 
 def answer(confidence: float) -> Annotation:
-    return Annotation(labels=["a"], scores={"a": confidence, "b": 1 - confidence}, confidence=confidence)
+    return Annotation(
+        labels=["a"], scores={"a": confidence, "b": 1 - confidence}, confidence=confidence
+    )
 
 
 def test_confident_item_becomes_one_prediction_with_meta():
@@ -50,7 +52,10 @@ def test_unsure_item_without_llm_goes_to_review():
 def test_audited_item_is_predicted_and_reviewed():
     task = TASK.model_copy(update={"routing": TASK.routing.model_copy(update={"audit_rate": 1.0})})
     decision = decide(answer(0.99), ITEM, task, llm_available=True)
-    roles = [out.role for out in outputs_for(ITEM, suggestions_of(answer(0.99), "v1", task), decision, task)]
+    roles = [
+        out.role
+        for out in outputs_for(ITEM, suggestions_of(answer(0.99), "v1", task), decision, task)
+    ]
     assert roles == ["predictions", "review"]
     assert decision.review_reason == "audit"
 

@@ -38,7 +38,9 @@ def test_threshold_zero_is_the_student_and_above_one_is_the_llm():
     llm_only = cascade_point(TASK, GOLD, STUDENT, LLM, threshold=1.01, price_per_1k_tokens=0)
     assert student_only.quality == alone("s", TASK, GOLD, STUDENT, 0.0, 0).quality == 0.5
     assert llm_only.llm_share == 1.0
-    assert llm_only.quality == alone("l", TASK, GOLD, LLM, 1.0, 0).quality == 0.75  # failure is wrong
+    assert (
+        llm_only.quality == alone("l", TASK, GOLD, LLM, 1.0, 0).quality == 0.75
+    )  # failure is wrong
 
 
 def test_best_within_share_picks_the_most_accurate_cheap_enough_point():

@@ -45,7 +45,9 @@ def test_bad_input_gets_a_code_and_an_actionable_message(raw, code, hint):
 def test_dead_letter_keeps_original_bytes_through_json():
     raw = b"\xff\x00 not text"
     error = InputError("undecodable", "value is not valid UTF-8")
-    letter = dead_letter(error, raw, task="t", stage="decode", topic="p.texts", partition=3, offset=99)
+    letter = dead_letter(
+        error, raw, task="t", stage="decode", topic="p.texts", partition=3, offset=99
+    )
     assert letter.key == "p.texts:3:99"
     wire = encode(letter)
     again = DeadLetter.model_validate_json(wire)

@@ -1,16 +1,22 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from loopline.processors.llm.examples import pick_examples
 from loopline.schemas import Correction, Span
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def correction(i: int, label: str, **fields) -> Correction:
-    values = dict(id=f"c{i}", task="t", text=f"text {i}", labels=[label], reviewer="ana",
-                  time=T0 + timedelta(minutes=i))
+    values = dict(
+        id=f"c{i}",
+        task="t",
+        text=f"text {i}",
+        labels=[label],
+        reviewer="ana",
+        time=T0 + timedelta(minutes=i),
+    )
     values.update(fields)
     return Correction(**values)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from loopline.processors.llm.retry import Backoff, is_retryable_status, parse_retry_after
 
@@ -24,7 +24,7 @@ def test_retry_after_is_a_floor() -> None:
 
 
 def test_retry_after_seconds_and_http_dates() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("2", now) == 2.0
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0

@@ -38,4 +38,6 @@ def test_unknown_schema_version_is_refused():
 
 def test_confidence_must_be_a_probability():
     with pytest.raises(ValidationError):
-        Prediction(id="1", task="t", confidence=1.5, source="student", model_version="v", revision=0)
+        Prediction(
+            id="1", task="t", confidence=1.5, source="student", model_version="v", revision=0
+        )

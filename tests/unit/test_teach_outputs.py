@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -29,7 +29,7 @@ TASK = TaskConfig(
     topics={"prefix": "t."},
     llm={"min_confidence": 0.6},
 )
-AT = datetime(2026, 11, 28, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 28, tzinfo=UTC)
 
 
 def annotation(label: str, confidence: float) -> Annotation:
@@ -37,17 +37,29 @@ def annotation(label: str, confidence: float) -> Annotation:
 
 
 def request(student_label: str = "a") -> RoutedItem:
-    student = Suggestion(source="student", model_version="s1", annotation=annotation(student_label, 0.5))
+    student = Suggestion(
+        source="student", model_version="s1", annotation=annotation(student_label, 0.5)
+    )
     return RoutedItem(
-        id="i1", task="demo", item=TextIn(id="i1", text="hello", meta={"k": 1}), route="llm",
-        suggestions=[student], reason="low_confidence", detail="", priority=0.5,
+        id="i1",
+        task="demo",
+        item=TextIn(id="i1", text="hello", meta={"k": 1}),
+        route="llm",
+        suggestions=[student],
+        reason="low_confidence",
+        detail="",
+        priority=0.5,
     )
 
 
 def llm_answer(label: str, confidence: float) -> LLMAnswer:
     return LLMAnswer(
-        annotation=annotation(label, confidence), model="qwen", prompt_version="textcat.v1",
-        confidence_from="logprobs", raw="{}", usage=Usage(),
+        annotation=annotation(label, confidence),
+        model="qwen",
+        prompt_version="textcat.v1",
+        confidence_from="logprobs",
+        raw="{}",
+        usage=Usage(),
     )
 
 
@@ -97,7 +109,9 @@ def test_llm_answer_is_kept_as_a_silver_correction_with_a_stable_time():
 
 
 def test_same_answer_compares_label_sets_and_spans():
-    assert same_answer(Annotation(labels=["a", "b"], confidence=1), Annotation(labels=["b", "a"], confidence=0))
+    assert same_answer(
+        Annotation(labels=["a", "b"], confidence=1), Annotation(labels=["b", "a"], confidence=0)
+    )
     one = Annotation(spans=[Span(start=0, end=3, label="x")], confidence=1)
     other = Annotation(spans=[Span(start=0, end=4, label="x")], confidence=1)
     assert same_answer(one, one) and not same_answer(one, other)
