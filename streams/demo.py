@@ -25,12 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from loopline.schemas import ServiceError, TaskConfig, TextIn, load_task
 from loopline.streams import services
 from loopline.streams import worker as worker_process
+from loopline.streams.app import group_id
 from loopline.streams.cli import model as model_commands
-from loopline.streams.cli.stream import read_topic, stage_counts
+from loopline.streams.cli.stream import stage_counts
 from loopline.streams.codec import encode
 from loopline.streams.outputs import REVISION
 from loopline.streams.settings import Settings
-from loopline.streams.topics import ensure_topics
+from loopline.streams.topics import ensure_topics, read_to_end, wait_for_assignment
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "banking77"
 OUTCOMES = ("prediction", "llm", "review", "deadletter")
@@ -63,12 +64,13 @@ class RunReport:
     student_accepted_correct: int = 0
     llm_answered: int = 0
     llm_correct: int = 0
-    seconds_to_annotate: float = 0.0
+    student_correct_where_llm_answered: int = 0
+    annotate_seconds: float = 0.0
     review_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def items_per_s(self) -> float:
-        return self.n / self.seconds_to_annotate if self.seconds_to_annotate else 0.0
+        return self.n / self.annotate_seconds if self.annotate_seconds else 0.0
 
 
 def run_demo(
@@ -110,22 +112,23 @@ def run_demo(
     task_file.write_text(yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False))
     gold = Gold.read(EXAMPLE / "test.jsonl")
 
+    ensure_topics(settings.kafka_bootstrap, task)
     worker = start_worker(settings, task_file, model_dir, run_dir / "worker.log")
     try:
+        console.print("Waiting for the worker to join its consumer group ...")
+        wait_for_assignment(settings.kafka_bootstrap, group_id(task), task.topic("texts"))
         console.rule(f"streaming {len(gold.items)} test texts through a worker")
-        started = produce(settings, task, gold.items)
+        produce(settings, task, gold.items)
         annotated = follow(settings, task, "annotate", len(gold.items), None, worker, console)
-        seconds = time.time() - started
         taught: dict[str, int] = {}
         if settings.llm_base_url and annotated.get("llm"):
             console.rule(f"the LLM ({settings.llm_model}) answers the unsure items")
             taught = follow(settings, task, "teach", annotated["llm"], llm_wait_s, worker, console)
+        report = score(settings, task, gold, annotated, taught)
     finally:
         worker_process.stop_process(worker)
         if not keep_running and already_up is None:
             services.down(settings, console=console)
-    report = score(settings, task, gold, annotated, taught)
-    report.seconds_to_annotate = seconds
     (run_dir / "summary.json").write_text(json.dumps(vars(report), indent=2))
     return report
 
@@ -158,15 +161,12 @@ def worker_env(settings: Settings) -> dict[str, object]:
     return values
 
 
-def produce(settings: Settings, task: TaskConfig, items: list[TextIn]) -> float:
-    ensure_topics(settings.kafka_bootstrap, task)
+def produce(settings: Settings, task: TaskConfig, items: list[TextIn]) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    started = time.time()
     for item in items:
         producer.send(task.topic("texts"), key=item.id.encode(), value=encode(item))
     producer.flush()
     producer.close()
-    return started
 
 
 def follow(
@@ -210,19 +210,22 @@ def follow(
 def score(
     settings: Settings, task: TaskConfig, gold: Gold, annotated: dict, taught: dict
 ) -> RunReport:
-    """Compare the latest prediction of each item with its gold label."""
+    """Compare each item's latest prediction with its gold label; time the annotate stage by
+    Kafka's timestamps, from the first text in to its stage's last output."""
     report = RunReport(n=len(gold.items), outcomes=annotated, taught=taught)
+    records = {
+        role: read_to_end(settings.kafka_bootstrap, task.topic(role))
+        for role in ("texts", "predictions", "llm", "review")
+    }
     latest: dict[str, dict] = {}
-    for value in read_topic(
-        settings.kafka_bootstrap,
-        task.topic("predictions"),
-        from_beginning=True,
-        max_messages=None,
-        timeout_s=3,
-    ):
-        prediction = json.loads(value)
+    for record in records["predictions"]:
+        prediction = json.loads(record.value)
         if prediction["revision"] >= latest.get(prediction["id"], {}).get("revision", -1):
             latest[prediction["id"]] = prediction
+    student_answers = {
+        request["id"]: request["suggestions"][0]["annotation"]["labels"]
+        for request in (json.loads(record.value) for record in records["llm"])
+    }
     for item_id, prediction in latest.items():
         right = prediction["labels"] == gold.labels[item_id]
         if prediction["revision"] == REVISION["student"]:
@@ -231,15 +234,19 @@ def score(
         else:
             report.llm_answered += 1
             report.llm_correct += right
-    reasons = Counter(
-        json.loads(value)["reason"]
-        for value in read_topic(
-            settings.kafka_bootstrap,
-            task.topic("review"),
-            from_beginning=True,
-            max_messages=None,
-            timeout_s=3,
-        )
+            report.student_correct_where_llm_answered += (
+                student_answers[item_id] == gold.labels[item_id]
+            )
+    first_in = min(record.timestamp for record in records["texts"])
+    annotate_outputs = (
+        [r.timestamp for r in records["predictions"] if json.loads(r.value)["revision"] == 0]
+        + [r.timestamp for r in records["llm"]]
+        + [
+            r.timestamp
+            for r in records["review"]
+            if not json.loads(r.value)["reason"].startswith("llm")
+        ]
     )
-    report.review_reasons = dict(reasons)
+    report.annotate_seconds = (max(annotate_outputs) - first_in) / 1000
+    report.review_reasons = dict(Counter(json.loads(r.value)["reason"] for r in records["review"]))
     return report

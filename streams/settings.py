@@ -46,8 +46,17 @@ class Settings(BaseSettings):
     )
     llm_model: str = Field(default="qwen2.5-coder-1.5b", description="Model name sent to the LLM.")
     llm_api_key: SecretStr | None = Field(default=None, description="Bearer token, if needed.")
-    llm_timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
-    llm_max_concurrency: int = Field(default=2, ge=1, description="Requests in flight per worker.")
+    llm_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Per-request timeout. A local server's first answer computes the whole "
+        "prompt prefix, which takes about a minute for 77 labels on 2 cores.",
+    )
+    llm_max_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Requests in flight per worker; raise it for servers with parallel slots.",
+    )
     llm_retries: int = Field(default=3, ge=0, description="Retries on 429/5xx/timeouts.")
     llm_rate_limit_per_s: float | None = Field(
         default=None, gt=0, description="Requests per second shared by all workers."

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import faust
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from loopline.schemas import ServiceError, TaskConfig
@@ -91,8 +92,8 @@ def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) 
         admin.close()
 
 
-def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[bytes]:
-    """Every value on `topic` up to its end at the time of the call (no consumer group)."""
+def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every record on `topic` up to its end at the time of the call (no consumer group)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -101,15 +102,50 @@ def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         remaining = {tp: end for tp, end in consumer.end_offsets(partitions).items() if end > 0}
-        values: list[bytes] = []
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         while remaining:
             if time.monotonic() > deadline:
                 raise ServiceError(f"reading {topic} took longer than {timeout_s:.0f}s")
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                values += [record.value for record in records if record.value is not None]
-                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                records += batch
+                if batch and batch[-1].offset + 1 >= remaining.get(tp, 0):
                     remaining.pop(tp, None)
-        return values
+        return records
     finally:
         consumer.close()
+
+
+def wait_for_assignment(
+    bootstrap: str, group: str, topic: str, members: int = 1, timeout_s: float = 120.0
+) -> list[list[int]]:
+    """The partitions of `topic` each member of `group` holds, once `members` members hold
+    some: from then on the group's workers are consuming."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            description = admin.describe_groups([group])[group]
+            held = [_partitions_of(member, topic) for member in description["members"]]
+            if description["group_state"] == "Stable" and len(held) == members and all(held):
+                return held
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"consumer group {group} did not settle with {members} member(s) in "
+                    f"{timeout_s:.0f}s (state {description['group_state']}); see the worker log"
+                )
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
+def _partitions_of(member: dict, topic: str) -> list[int]:
+    assignment = member["member_assignment"]
+    if not isinstance(assignment, dict):  # a rebalance has not assigned anything yet
+        return []
+    return [
+        partition
+        for entry in assignment["assigned_partitions"]
+        if entry["topic"] == topic
+        for partition in entry["partitions"]
+    ]

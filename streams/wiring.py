@@ -55,9 +55,9 @@ def human_examples(settings: Settings, task: TaskConfig) -> list[Example]:
     if task.llm.examples == 0:
         return []
     corrections = []
-    for value in read_to_end(settings.kafka_bootstrap, task.topic("corrections")):
+    for record in read_to_end(settings.kafka_bootstrap, task.topic("corrections")):
         try:
-            corrections.append(Correction.model_validate_json(value))
+            corrections.append(Correction.model_validate_json(record.value or b""))
         except ValidationError as exc:
             log.warning(
                 "skipping a message on %s that is not a Correction: %s",

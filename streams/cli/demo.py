@@ -49,15 +49,18 @@ def demo(
         f"{report.student_accepted_correct / accepted:.3f} ({accepted} items)" if accepted else "-",
     )
     table.add_row(
-        "annotate throughput (items/s, produce to last outcome)", f"{report.items_per_s:,.0f}"
+        "annotate throughput (items/s, first text in to last outcome)", f"{report.items_per_s:,.0f}"
     )
     if report.taught:
         answered = report.llm_answered
         table.add_row("LLM answers published", str(answered))
-        table.add_row(
-            "accuracy of LLM answers",
-            f"{report.llm_correct / answered:.3f}" if answered else "-",
-        )
+        if answered:
+            llm_accuracy = report.llm_correct / answered
+            student_accuracy = report.student_correct_where_llm_answered / answered
+            table.add_row(
+                "accuracy of LLM answers (the student's on the same items)",
+                f"{llm_accuracy:.3f} ({student_accuracy:.3f})",
+            )
     for reason, count in sorted(report.review_reasons.items()):
         table.add_row(f"review <- {reason}", str(count))
     Console().print(table)

@@ -58,7 +58,7 @@ def serve(
     ctx: Annotated[
         int, typer.Option(min=512, help="Context tokens, shared by the parallel slots.")
     ] = 8192,
-    parallel: Annotated[int, typer.Option(min=1, help="Requests answered at once.")] = 2,
+    parallel: Annotated[int, typer.Option(min=1, help="Requests answered at once.")] = 1,
 ) -> None:
     """Serve a local model with an OpenAI-compatible API (/v1/chat/completions) until stopped.
 

@@ -9,11 +9,11 @@ import signal
 import time
 
 import pytest
-from kafka import KafkaAdminClient
 
 from loopline.schemas import DeadLetter, Prediction, RoutedItem, TextIn, load_task
 from loopline.streams.app import group_id
 from loopline.streams.codec import encode
+from loopline.streams.topics import wait_for_assignment
 
 from .streaming import (
     counts,
@@ -158,35 +158,6 @@ def test_two_workers_split_the_partitions(
     assert all(parts for parts in assignment), f"a worker got no partition: {assignment}"
     by_id = outputs_by_id(kafka_bootstrap, task, OUTPUT_ROLES)
     assert set(by_id) == {row["id"] for row in rows}
-
-
-def wait_for_assignment(bootstrap: str, group: str, topic: str, members: int) -> list[list[int]]:
-    """Partitions of `topic` held by each member of `group`, once it has `members` members."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            description = admin.describe_groups([group])[group]
-            held = [partitions_of(member, topic) for member in description["members"]]
-            if description["group_state"] == "Stable" and len(held) == members and all(held):
-                return held
-            assert time.monotonic() < deadline, f"group {group} never stabilised: {description}"
-            time.sleep(1)
-    finally:
-        admin.close()
-
-
-def partitions_of(member: dict, topic: str) -> list[int]:
-    """A member's partitions of `topic` (none while a rebalance has not assigned any)."""
-    assignment = member["member_assignment"]
-    if not isinstance(assignment, dict):
-        return []
-    return [
-        p
-        for entry in assignment["assigned_partitions"]
-        if entry["topic"] == topic
-        for p in entry["partitions"]
-    ]
 
 
 def test_sigkill_mid_stream_loses_nothing(
