@@ -18,50 +18,23 @@ from .streaming import write_task
 pytestmark = pytest.mark.integration
 
 
+def correction(item_id: str, text: str, label: str, **fields) -> Correction:
+    values = {"reviewer": "ana", "time": datetime(2026, 11, 28, tzinfo=UTC), **fields}
+    return Correction(id=item_id, task="snips", text=text, labels=[label], **values)
+
+
 def test_worker_reads_human_corrections_as_examples(kafka_bootstrap, tmp_path, unique_prefix):
     task = load_task(write_task(tmp_path, unique_prefix, "snips", llm={"examples": 2}))
     ensure_topics(kafka_bootstrap, task)
-    now = datetime(2026, 11, 28, tzinfo=UTC)
     corrections = [
-        Correction(
-            id="1",
-            task="snips",
-            text="play some jazz",
-            labels=["PlayMusic"],
-            reviewer="ana",
-            time=now,
-        ),
-        Correction(
-            id="2",
-            task="snips",
-            text="rain tomorrow?",
-            labels=["GetWeather"],
-            source="llm",
-            reviewer="llm:qwen",
-            time=now,
-        ),
-        Correction(
-            id="3",
-            task="snips",
-            text="book a table for two",
-            labels=["BookRestaurant"],
-            reviewer="ben",
-            time=now,
-        ),
-        Correction(
-            id="4",
-            task="snips",
-            text="will it snow",
-            labels=["GetWeather"],
-            reviewer="ana",
-            time=now,
-        ),
+        correction("1", "play some jazz", "PlayMusic"),
+        correction("2", "rain tomorrow?", "GetWeather", source="llm", reviewer="llm:qwen"),
+        correction("3", "book a table for two", "BookRestaurant"),
+        correction("4", "will it snow", "GetWeather"),
     ]
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for correction in corrections:
-        producer.send(
-            task.topic("corrections"), key=correction.id.encode(), value=encode(correction)
-        )
+    for item in corrections:
+        producer.send(task.topic("corrections"), key=item.id.encode(), value=encode(item))
     producer.send(task.topic("corrections"), key=b"junk", value=b"not a correction")
     producer.flush()
     producer.close()
