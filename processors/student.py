@@ -132,7 +132,7 @@ class Student:
 
     source = "student"
 
-    def __init__(self, nlp: Language, meta: ModelMeta) -> None:
+    def __init__(self, nlp: Language, meta: ModelMeta, scores_top_k: int = 0) -> None:
         self.nlp = nlp
         self.meta = meta
         self.version = meta.version
@@ -141,11 +141,13 @@ class Student:
         self.labels = list(meta.labels)
         self.metrics = dict(meta.metrics)
         self.calibration = Calibration.from_meta(meta)
+        self.scores_top_k = scores_top_k
         self._component = nlp.get_pipe(COMPONENTS[meta.kind])
 
     @classmethod
     def load(cls, path: str | Path, task: TaskConfig | None = None) -> Student:
-        """Load a model directory; with `task`, refuse a model made for another task or labels."""
+        """Load a model directory; with `task`, refuse a model made for another task or labels,
+        and keep only as many label scores per annotation as the task's messages carry."""
         path = Path(path)
         meta = read_meta(path)
         if task is not None:
@@ -167,14 +169,15 @@ class Student:
             raise ModelError(
                 f"{path}: the pipeline's labels differ from {META_FILE}; retrain the model"
             )
-        return cls(nlp, meta)
+        return cls(nlp, meta, task.scores_top_k if task is not None else 0)
 
     def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[Annotation]:
         """One calibrated Annotation per text, in order."""
         annotations: list[Annotation] = []
         for start in range(0, len(texts), batch_size):
             docs = [self.nlp.make_doc(text) for text in texts[start : start + batch_size]]
-            annotations += self.decode(docs, self.raw_scores(docs), self.calibration)
+            raw = self.raw_scores(docs)
+            annotations += self.decode(docs, raw, self.calibration, self.scores_top_k)
         return annotations
 
     async def annotate(self, texts: Sequence[str]) -> list[Annotation | LooplineError]:
@@ -199,13 +202,16 @@ class Student:
             probs[has_tokens] = self._component.predict([d for d in docs if len(d)])
         return probs
 
-    def decode(self, docs: list[Doc], raw: RawScores, calibration: Calibration) -> list[Annotation]:
-        """Annotations from raw scores calibrated with `calibration` (RAW leaves them raw)."""
+    def decode(
+        self, docs: list[Doc], raw: RawScores, calibration: Calibration, scores_top_k: int = 0
+    ) -> list[Annotation]:
+        """Annotations from raw scores calibrated with `calibration` (RAW leaves them raw),
+        with the `scores_top_k` highest label scores (0: all)."""
         if self.kind == "ner":
             return decode_entities(docs, raw, self.labels, calibration)
         if self.kind == "textcat_multilabel":
-            return decode_multilabel(raw, self.labels, calibration)
-        return decode_exclusive(raw, self.labels, calibration)
+            return decode_multilabel(raw, self.labels, calibration, scores_top_k)
+        return decode_exclusive(raw, self.labels, calibration, scores_top_k)
 
 
 @processors.register("loopline.Student.v1")
@@ -267,23 +273,36 @@ def check_matches_task(meta: ModelMeta, task: TaskConfig, path: Path) -> None:
 # decoding -----------------------------------------------------------------------------------
 
 
+def label_scores(probs: np.ndarray, labels: list[str], top_k: int = 0) -> list[dict[str, float]]:
+    """Each row's scores by label; only its `top_k` highest, highest first, when top_k > 0.
+
+    Done here, on the whole matrix, because sorting each item's scores in Python costs
+    more than the student's forward pass on it.
+    """
+    rows = probs.tolist()
+    if top_k == 0 or top_k >= len(labels):
+        return [dict(zip(labels, row)) for row in rows]
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k].tolist()
+    return [{labels[j]: row[j] for j in columns} for columns, row in zip(top, rows)]
+
+
 def decode_exclusive(
-    probs: np.ndarray, labels: list[str], calibration: Calibration
+    probs: np.ndarray, labels: list[str], calibration: Calibration, scores_top_k: int = 0
 ) -> list[Annotation]:
     """One label per text; confidence = its calibrated probability."""
     calibrated = apply_temperature(probs, calibration.temperature)
     best = calibrated.argmax(axis=1)
     confidence = calibrated[np.arange(len(best)), best].tolist()
     return [
-        Annotation.model_construct(
-            labels=[labels[b]], scores=dict(zip(labels, row)), spans=[], confidence=c
+        Annotation.model_construct(labels=[labels[b]], scores=scores, spans=[], confidence=c)
+        for b, scores, c in zip(
+            best.tolist(), label_scores(calibrated, labels, scores_top_k), confidence
         )
-        for b, row, c in zip(best.tolist(), calibrated.tolist(), confidence)
     ]
 
 
 def decode_multilabel(
-    probs: np.ndarray, labels: list[str], calibration: Calibration
+    probs: np.ndarray, labels: list[str], calibration: Calibration, scores_top_k: int = 0
 ) -> list[Annotation]:
     """Labels with p > 0.5; confidence = probability that the whole label set is right."""
     calibrated = apply_binary_temperatures(probs, calibration.temperature)
@@ -292,11 +311,13 @@ def decode_multilabel(
     return [
         Annotation.model_construct(
             labels=[label for label, on in zip(labels, row_chosen) if on],
-            scores=dict(zip(labels, row)),
+            scores=scores,
             spans=[],
             confidence=c,
         )
-        for row_chosen, row, c in zip(chosen.tolist(), calibrated.tolist(), confidence)
+        for row_chosen, scores, c in zip(
+            chosen.tolist(), label_scores(calibrated, labels, scores_top_k), confidence
+        )
     ]
 
 

@@ -121,3 +121,28 @@ def outputs_by_id(bootstrap: str, task: TaskConfig, roles: tuple[str, ...]) -> d
 def stop(*procs: subprocess.Popen) -> None:
     for proc in procs:
         stop_process(proc)
+
+
+def children_of(pid: int) -> set[int]:
+    """The running processes whose parent is `pid` (from Linux's /proc)."""
+    stats = (_stat(int(path.name)) for path in Path("/proc").glob("[0-9]*"))
+    return {child for child, state, parent in filter(None, stats) if parent == pid and state != "Z"}
+
+
+def wait_until_gone(pids: set[int], timeout_s: float) -> set[int]:
+    """The pids still running (zombies count as gone) after waiting up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = {pid for pid in pids if (stat := _stat(pid)) and stat[1] != "Z"}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(pid, state, parent pid), or None when there is no such process."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return pid, state, int(parent)

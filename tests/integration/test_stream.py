@@ -16,6 +16,7 @@ from loopline.streams.codec import encode
 from loopline.streams.topics import wait_for_assignment
 
 from .streaming import (
+    children_of,
     counts,
     outputs_by_id,
     produce_raw,
@@ -25,6 +26,7 @@ from .streaming import (
     stop,
     texts,
     wait_for_outcomes,
+    wait_until_gone,
     write_task,
 )
 
@@ -170,8 +172,11 @@ def test_sigkill_mid_stream_loses_nothing(
     worker = start_worker(task_file, banking_student, env, tmp_path / "worker1.log")
     try:
         done_before_kill = wait_until_some_done(redis_url, task, worker, at_least=500)
+        student_processes = children_of(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
+        assert student_processes, "the worker runs its student in a child process"
+        assert not wait_until_gone(student_processes, 10), "the student outlived its worker"
         assert sum(counts(redis_url, task).values()) < len(rows), (
             "killed too late to prove anything"
         )

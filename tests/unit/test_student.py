@@ -25,6 +25,7 @@ from loopline.processors.student import (
     Candidates,
     Student,
     decode_entities,
+    label_scores,
 )
 from loopline.processors.training import train, weighted_epoch
 from loopline.schemas import (
@@ -100,6 +101,24 @@ def test_annotate_is_predict_off_the_event_loop(student):
     texts = ["where is my card", "what exchange rate do you use"]
     assert asyncio.run(student.annotate(texts)) == student.predict(texts)
     assert (student.source, student.task_name, student.kind) == ("student", "cards", "textcat")
+
+
+def test_label_scores_keep_the_highest_first():
+    probs = np.array([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+    labels = ["a", "b", "c"]
+    assert label_scores(probs, labels, 2) == [{"b": 0.6, "c": 0.3}, {"c": 0.6, "a": 0.2}]
+    assert label_scores(probs, labels, 0) == [dict(zip(labels, row)) for row in probs.tolist()]
+    assert label_scores(probs, labels, 5) == label_scores(probs, labels, 0)
+
+
+def test_a_student_loaded_for_a_task_keeps_the_scores_its_messages_carry(cards):
+    _, out, _ = cards
+    texts = [eg.text for eg in card_examples()[:20]]
+    full = Student.load(out).predict(texts)
+    trimmed = Student.load(out, card_task(scores_top_k=2)).predict(texts)
+    for whole, kept in zip(full, trimmed):
+        assert kept == whole.with_top_scores(2)
+        assert list(kept.scores) == sorted(whole.scores, key=whole.scores.get, reverse=True)[:2]
 
 
 def test_model_directory_holds_pipeline_meta_and_plot(cards):
