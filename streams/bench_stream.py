@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,10 +21,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from loopline.processors.evaluation import measure_speed
 from loopline.processors.student import Student
-from loopline.schemas import ServiceError, TaskConfig, TextIn
+from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
+from loopline.streams.app import group_id
 from loopline.streams.codec import encode
 from loopline.streams.settings import Settings
-from loopline.streams.topics import ensure_topics
+from loopline.streams.topics import ensure_topics, wait_for_assignment
 from loopline.streams.worker import start_process, stop_process
 
 OUTPUT_ROLES = ("predictions", "llm", "review", "deadletter")
@@ -34,6 +34,7 @@ OUTPUT_ROLES = ("predictions", "llm", "review", "deadletter")
 @dataclass
 class StreamBenchResult:
     n: int
+    workers: int
     in_process_items_per_s: float
     end_to_end_items_per_s: float
     ratio: float
@@ -74,7 +75,7 @@ class OutputWatcher:
         deadline = time.monotonic() + timeout_s
         while not ids <= self.first_output_ms.keys():
             if not alive():
-                raise ServiceError("the benchmark's worker stopped; see its log")
+                raise ServiceError("a benchmark worker stopped; see its log")
             if time.monotonic() > deadline:
                 missing = len(ids - self.first_output_ms.keys())
                 raise ServiceError(f"{missing} items had no output after {timeout_s:.0f}s")
@@ -111,17 +112,39 @@ def produce(
     return sent_ms
 
 
+class Workers:
+    """`loopline worker` processes of one task, as in production: one consumer group."""
+
+    def __init__(self, task_file: Path, model: Path, count: int, workdir: Path) -> None:
+        self.processes = [
+            start_process(task_file, model, workdir / f"worker-{i}.log") for i in range(count)
+        ]
+
+    def alive(self) -> bool:
+        return all(process.poll() is None for process in self.processes)
+
+    def signal(self, signum: signal.Signals) -> None:
+        for process in self.processes:
+            process.send_signal(signum)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process)
+
+
 def wait_until_consuming(
+    settings: Settings,
     producer: KafkaProducer,
     watcher: OutputWatcher,
     task: TaskConfig,
-    worker: subprocess.Popen,
-    timeout_s: float = 120.0,
+    workers: Workers,
 ) -> None:
-    """A probe item goes through: the worker has joined its group and loaded its model."""
+    """Every worker holds partitions, and a probe item goes through."""
+    group_topic = (group_id(task), task.topic("texts"))
+    wait_for_assignment(settings.kafka_bootstrap, *group_topic, len(workers.processes))
     probe = TextIn(id="bench-probe", text="warm-up")
     produce(producer, task, [probe])
-    watcher.drain_until({probe.id}, timeout_s, alive=lambda: worker.poll() is None)
+    watcher.drain_until({probe.id}, 120, alive=workers.alive)
 
 
 def run_stream_bench(
@@ -132,8 +155,14 @@ def run_stream_bench(
     n: int,
     workdir: Path,
     latency_seconds: float = 20.0,
+    workers: int = 1,
     report: Callable[[str], None] = print,
 ) -> StreamBenchResult:
+    if not 1 <= workers <= task.topics.partitions:
+        raise ConfigError(
+            f"--workers must be between 1 and the task's topics.partitions "
+            f"({task.topics.partitions}): more workers than partitions would sit idle"
+        )
     student = Student.load(model, task)
     pool = [texts[i % len(texts)] for i in range(n)]
     report(f"in-process: student.predict on {n} texts, batches of {settings.batch_size}")
@@ -147,21 +176,21 @@ def run_stream_bench(
     ensure_topics(settings.kafka_bootstrap, bench)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks=1)
     watcher = OutputWatcher(settings.kafka_bootstrap, bench)
-    worker = start_process(task_file, model, workdir / "worker.log")
+    report(f"end-to-end: starting {workers} worker(s)")
+    group = Workers(task_file, model, workers, workdir)
     try:
-        report("end-to-end: starting a worker")
-        wait_until_consuming(producer, watcher, bench, worker)
-        report(f"end-to-end: backlog of {n} items through the worker")
+        wait_until_consuming(settings, producer, watcher, bench, group)
+        report(f"end-to-end: backlog of {n} items through the worker(s)")
         backlog = [TextIn(id=f"max-{i}", text=t) for i, t in enumerate(pool)]
-        # The backlog is written while the worker is paused, so that this process's producer
-        # does not take the worker's CPU; the drain starts when it resumes.
-        worker.send_signal(signal.SIGSTOP)
+        # The backlog is written while the workers are paused, so that this process's
+        # producer does not take their CPU; the drain starts when they resume.
+        group.signal(signal.SIGSTOP)
         try:
             sent = produce(producer, bench, backlog)
         finally:
-            worker.send_signal(signal.SIGCONT)
+            group.signal(signal.SIGCONT)
         resumed_ms = time.time() * 1000
-        watcher.drain_until(set(sent), 600, alive=lambda: worker.poll() is None)
+        watcher.drain_until(set(sent), 600, alive=group.alive)
         last_output_ms = max(watcher.first_output_ms[i] for i in sent)
         end_to_end = n / max((last_output_ms - resumed_ms) / 1000, 1e-3)
 
@@ -170,16 +199,17 @@ def run_stream_bench(
         report(f"latency: {count} items at {rate:.0f}/s (half the maximum)")
         paced = [TextIn(id=f"lat-{i}", text=pool[i % n]) for i in range(count)]
         sent = produce(producer, bench, paced, rate_per_s=rate)
-        watcher.drain_until(set(sent), 600, alive=lambda: worker.poll() is None)
+        watcher.drain_until(set(sent), 600, alive=group.alive)
         latencies = np.array([watcher.first_output_ms[i] - sent[i] for i in sent], dtype=float)
     finally:
-        stop_process(worker)
+        group.stop()
         watcher.close()
         producer.close()
         delete_topics(settings.kafka_bootstrap, bench)
     np.save(workdir / "latencies_ms.npy", latencies)
     return StreamBenchResult(
         n=n,
+        workers=workers,
         in_process_items_per_s=in_process,
         end_to_end_items_per_s=end_to_end,
         ratio=end_to_end / in_process,

@@ -55,11 +55,14 @@ def stream(
     latency_seconds: Annotated[
         float, typer.Option(help="How long to send at half the rate.")
     ] = 20.0,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes sharing the task (at most topics.partitions).")
+    ] = 1,
     out: Annotated[
         Path | None, typer.Option(help="Where to write result.json and latency.png.")
     ] = None,
 ) -> None:
-    """End-to-end throughput and latency of a real worker vs the student in-process."""
+    """End-to-end throughput and latency of real workers vs the student in-process."""
     settings = Settings()
     config = load_task(task)
     lines = (data or default_data(task)).read_text(encoding="utf-8").splitlines()
@@ -73,12 +76,16 @@ def stream(
         n,
         workdir,
         latency_seconds,
+        workers,
         report=lambda line: err.print(f"[dim]{line}[/]"),
     )
     plot_latency(np.load(workdir / "latencies_ms.npy"), result, workdir / "latency.png")
     (workdir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
 
-    table = Table(title=f"bench stream: {config.name}, {n} items, batch {settings.batch_size}")
+    table = Table(
+        title=f"bench stream: {config.name}, {n} items, batch {settings.batch_size}, "
+        f"{workers} worker(s)"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row(
