@@ -123,16 +123,23 @@ def wait_for_assignment(
     some: from then on the group's workers are consuming."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     deadline = time.monotonic() + timeout_s
+    state = "unknown"
     try:
         while True:
-            description = admin.describe_groups([group])[group]
-            held = [_partitions_of(member, topic) for member in description["members"]]
-            if description["group_state"] == "Stable" and len(held) == members and all(held):
-                return held
+            try:
+                description = admin.describe_groups([group])[group]
+            except KafkaError as exc:  # a fresh broker has no group coordinator yet
+                if not exc.retriable:
+                    raise
+            else:
+                state = description["group_state"]
+                held = [_partitions_of(member, topic) for member in description["members"]]
+                if state == "Stable" and len(held) == members and all(held):
+                    return held
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"consumer group {group} did not settle with {members} member(s) in "
-                    f"{timeout_s:.0f}s (state {description['group_state']}); see the worker log"
+                    f"{timeout_s:.0f}s (state {state}); see the worker log"
                 )
             time.sleep(0.5)
     finally:
