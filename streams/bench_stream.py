@@ -1,7 +1,7 @@
 """`loopline bench stream`: the worker's end-to-end throughput and latency, against the
 student's in-process speed on the same texts, measured in one run.
 
-End-to-end throughput drains a backlog through a real worker process (start-up excluded);
+End-to-end throughput drains a backlog through real worker processes (start-up excluded);
 latency is then measured at half that rate, from the input's Kafka timestamp to the
 output's. Timestamps are set by the producers, all on this machine's clock.
 """
