@@ -123,7 +123,7 @@ class Workers:
     def alive(self) -> bool:
         return all(process.poll() is None for process in self.processes)
 
-    def signal(self, signum: signal.Signals) -> None:
+    def send(self, signum: signal.Signals) -> None:
         for process in self.processes:
             process.send_signal(signum)
 
@@ -140,8 +140,8 @@ def wait_until_consuming(
     workers: Workers,
 ) -> None:
     """Every worker holds partitions, and a probe item goes through."""
-    group_topic = (group_id(task), task.topic("texts"))
-    wait_for_assignment(settings.kafka_bootstrap, *group_topic, len(workers.processes))
+    members = len(workers.processes)
+    wait_for_assignment(settings.kafka_bootstrap, group_id(task), task.topic("texts"), members)
     probe = TextIn(id="bench-probe", text="warm-up")
     produce(producer, task, [probe])
     watcher.drain_until({probe.id}, 120, alive=workers.alive)
@@ -184,11 +184,11 @@ def run_stream_bench(
         backlog = [TextIn(id=f"max-{i}", text=t) for i, t in enumerate(pool)]
         # The backlog is written while the workers are paused, so that this process's
         # producer does not take their CPU; the drain starts when they resume.
-        group.signal(signal.SIGSTOP)
+        group.send(signal.SIGSTOP)
         try:
             sent = produce(producer, bench, backlog)
         finally:
-            group.signal(signal.SIGCONT)
+            group.send(signal.SIGCONT)
         resumed_ms = time.time() * 1000
         watcher.drain_until(set(sent), 600, alive=group.alive)
         last_output_ms = max(watcher.first_output_ms[i] for i in sent)

@@ -123,19 +123,11 @@ def wait_for_assignment(
     some: from then on the group's workers are consuming."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     deadline = time.monotonic() + timeout_s
-    state = "unknown"
     try:
         while True:
-            try:
-                description = admin.describe_groups([group])[group]
-            except KafkaError as exc:  # a fresh broker has no group coordinator yet
-                if not exc.retriable:
-                    raise
-            else:
-                state = description["group_state"]
-                held = [_partitions_of(member, topic) for member in description["members"]]
-                if state == "Stable" and len(held) == members and all(held):
-                    return held
+            state, held = _describe_group(admin, group, topic)
+            if state == "Stable" and len(held) == members and all(held):
+                return held
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"consumer group {group} did not settle with {members} member(s) in "
@@ -144,6 +136,19 @@ def wait_for_assignment(
             time.sleep(0.5)
     finally:
         admin.close()
+
+
+def _describe_group(admin: KafkaAdminClient, group: str, topic: str) -> tuple[str, list[list[int]]]:
+    """The group's state and each member's partitions of `topic`; state "unknown" while a
+    fresh broker has no group coordinator yet."""
+    try:
+        description = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return "unknown", []
+    held = [_partitions_of(member, topic) for member in description["members"]]
+    return description["group_state"], held
 
 
 def _partitions_of(member: dict, topic: str) -> list[int]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,20 @@ from loopline.streams.worker import start_process, stop_process
 
 OUTCOMES = ("prediction", "llm", "review", "deadletter")  # the rest are tags, e.g. audit
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_cli(
+    *args: str, env: dict, stdin: str | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess:
+    """`loopline ARGS...` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "loopline.streams.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def write_task(tmp_path: Path, prefix: str, example: str = "banking77", **overrides) -> Path:

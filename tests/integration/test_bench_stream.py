@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .streaming import EXAMPLES, service_env
+from .streaming import EXAMPLES, run_cli, service_env
 
 pytestmark = pytest.mark.integration
 
 
-def bench(*args: str, env: dict) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "loopline.streams.cli", "bench", "stream", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+def bench(*args: str, env: dict):
+    return run_cli("bench", "stream", *args, env=env, timeout_s=600)
 
 
 def test_bench_stream_measures_workers_against_the_student(

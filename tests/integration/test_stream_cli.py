@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from loopline.schemas import TextIn, content_id, load_task
 
-from .streaming import service_env, write_task
+from .streaming import run_cli, service_env, write_task
 
 pytestmark = pytest.mark.integration
-
-
-def loopline(*args: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "loopline.streams.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_produce_then_consume_round_trip(kafka_bootstrap, redis_url, tmp_path, unique_prefix):
@@ -36,17 +23,17 @@ def test_produce_then_consume_round_trip(kafka_bootstrap, redis_url, tmp_path, u
         "\n"
         "this line is not JSON\n"
     )
-    produced = loopline("produce", "--task", str(task_file), str(data), env=env)
+    produced = run_cli("produce", "--task", str(task_file), str(data), env=env)
     assert produced.returncode == 1, "a rejected line makes the exit code say so"
     assert "in.jsonl:4" in produced.stderr and "--plain" in produced.stderr
     assert "sent 2 texts" in produced.stderr
 
-    plain = loopline(
+    plain = run_cli(
         "produce", "--task", str(task_file), "--plain", "-", env=env, stdin="raw text from stdin\n"
     )
     assert plain.returncode == 0, plain.stderr
 
-    consumed = loopline(
+    consumed = run_cli(
         "consume",
         "--task",
         str(task_file),
@@ -74,7 +61,7 @@ def test_produce_then_consume_round_trip(kafka_bootstrap, redis_url, tmp_path, u
 def test_stats_on_a_task_with_no_worker_yet(kafka_bootstrap, redis_url, tmp_path, unique_prefix):
     task_file = write_task(tmp_path, unique_prefix)
     env = service_env(kafka_bootstrap, redis_url, tmp_path)
-    result = loopline("stats", "--task", str(task_file), "--json", env=env)
+    result = run_cli("stats", "--task", str(task_file), "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"annotate": {}, "teach": {}}
     assert load_task(task_file).topics.prefix == f"{unique_prefix}."

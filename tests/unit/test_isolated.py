@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import partial
 
 import pytest
 
+from loopline.processors.data import read_examples
 from loopline.processors.isolated import InChildProcess
 from loopline.processors.student import Student
 from loopline.schemas import ModelError, load_task
@@ -16,8 +16,7 @@ from tests.fixtures.models import EXAMPLES
 
 def test_child_process_answers_like_the_student_in_process(banking_student):
     task = load_task(EXAMPLES / "banking77")
-    lines = (EXAMPLES / "banking77" / "test.jsonl").read_text().splitlines()[:100]
-    texts = [json.loads(line)["text"] for line in lines]
+    texts = [eg.text for eg in read_examples(EXAMPLES / "banking77" / "test.jsonl", task)[:100]]
     in_process = Student.load(banking_student, task)
     isolated = InChildProcess.start(partial(Student.load, banking_student, task))
     assert (isolated.source, isolated.version) == ("student", in_process.version)
