@@ -17,8 +17,8 @@ from rich.table import Table
 from loopline.processors.data import read_examples
 from loopline.processors.student import Student
 from loopline.schemas import ConfigError, load_task
-from loopline.streams.bench_stream import plot_latency, run_stream_bench
-from loopline.streams.bench_teacher import compare, plot, run_llm, run_student
+from loopline.streams.bench.stream import plot_latency, run_stream_bench
+from loopline.streams.bench.teacher import compare, plot, run_llm, run_student
 from loopline.streams.codec import text_from_line
 from loopline.streams.settings import Settings
 from loopline.streams.wiring import build_teacher

@@ -1,4 +1,4 @@
-"""`loopline demo`: the quick start's main job (see streams/demo.py)."""
+"""`loopline demo`: the quick start's main job (see streams/local/demo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopline.streams.demo import run_demo
+from loopline.streams.local.demo import run_demo
 from loopline.streams.settings import Settings
 
 console = Console(stderr=True)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopline.streams import services
+from loopline.streams.local import services
 from loopline.streams.settings import LOCAL_KAFKA_PORT, LOCAL_LLM_PORT, LOCAL_REDIS_PORT, Settings
 
 app = typer.Typer(

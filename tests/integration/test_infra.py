@@ -20,7 +20,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from loopline.streams import services
+from loopline.streams.local import services
 from loopline.streams.settings import Settings
 from tests.fixtures.services import free_port
 

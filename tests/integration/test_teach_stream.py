@@ -8,7 +8,7 @@ import time
 import pytest
 
 from loopline.schemas import Correction, Prediction, RoutedItem, load_task
-from loopline.streams import services
+from loopline.streams.local import services
 from loopline.streams.settings import Settings
 from tests.fixtures.services import TEST_LLM_MODEL, free_port
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loopline.schemas.errors import ServiceError
-from loopline.streams import services
+from loopline.streams.local import services
 from loopline.streams.settings import Settings
 from tests.fixtures.services import free_port
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loopline.schemas import ServiceError, TaskConfig, TextIn, load_task
-from loopline.streams import services
+from loopline.streams.local import services
 from loopline.streams import worker as worker_process
 from loopline.streams.app import group_id
 from loopline.streams.cli import model as model_commands
@@ -33,7 +33,7 @@ from loopline.streams.outputs import REVISION
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics, read_to_end, wait_for_assignment
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "banking77"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "banking77"
 OUTCOMES = ("prediction", "llm", "review", "deadletter")
 
 

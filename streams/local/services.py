@@ -304,7 +304,7 @@ def ensure_llm(
 def resolve_kafka_jars(cache_dir: Path, console: Console | None = None) -> Path:
     """The broker's jars, from Maven Central once per pom and shared by every state dir."""
     console = console or Console(stderr=True)
-    pom = (resources.files("loopline.streams") / "resources" / "kafka-pom.xml").read_bytes()
+    pom = (resources.files("loopline.streams.local") / "resources" / "kafka-pom.xml").read_bytes()
     home = cache_dir.expanduser().resolve() / f"kafka-{hashlib.sha256(pom).hexdigest()[:12]}"
     libs = home / "libs"
     if libs.is_dir():

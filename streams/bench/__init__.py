@@ -1,0 +1,1 @@
+"""Benchmarks: commands that measure loopline against a baseline taken in the same run."""
