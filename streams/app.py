@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 
 from loopline.schemas import TaskConfig
+from loopline.streams.connections import faust_options
 from loopline.streams.settings import Settings
 from loopline.streams.topics import TaskTopics, declare
 
@@ -26,10 +27,9 @@ def group_id(task: TaskConfig) -> str:
 def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTopics]:
     datadir = settings.state_dir / "faust" / group_id(task)
     datadir.mkdir(parents=True, exist_ok=True)
-    brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
     app = faust.App(
         group_id(task),
-        broker=brokers,
+        **faust_options(settings),
         store="memory://",
         web_enabled=False,
         datadir=str(datadir),

@@ -18,6 +18,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from loopline.schemas import ServiceError, TaskConfig
 from loopline.schemas.task import TOPIC_SUFFIXES
+from loopline.streams.connections import kafka_options
+from loopline.streams.settings import Settings
 
 # Compacted topics keep the latest value per key: the source of truth for training data
 # and for the current model.
@@ -54,7 +56,7 @@ def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
     )
 
 
-def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
     """Create the task's topics that do not exist yet; return the names created.
 
     Done up front (by `worker` and `produce`) so that partition counts and compaction are
@@ -62,14 +64,14 @@ def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) 
     """
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **kafka_options(settings),
             client_id="loopline-admin",
             request_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
         raise ServiceError(
-            f"cannot reach Kafka at {bootstrap} ({exc}); start it with `loopline infra up` "
-            "or set LOOPLINE_KAFKA_BOOTSTRAP"
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); start it with "
+            "`loopline infra up` or set LOOPLINE_KAFKA_BOOTSTRAP"
         ) from None
     try:
         existing = set(admin.list_topics())
@@ -92,9 +94,9 @@ def ensure_topics(bootstrap: str, task: TaskConfig, *, timeout_s: float = 30.0) 
         admin.close()
 
 
-def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:
     """Every record on `topic` up to its end at the time of the call (no consumer group)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
@@ -117,11 +119,11 @@ def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[
 
 
 def wait_for_assignment(
-    bootstrap: str, group: str, topic: str, members: int = 1, timeout_s: float = 120.0
+    settings: Settings, group: str, topic: str, members: int = 1, timeout_s: float = 120.0
 ) -> list[list[int]]:
     """The partitions of `topic` each member of `group` holds, once `members` members hold
     some: from then on the group's workers are consuming."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(**kafka_options(settings))
     deadline = time.monotonic() + timeout_s
     try:
         while True:

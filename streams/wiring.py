@@ -55,7 +55,7 @@ def human_examples(settings: Settings, task: TaskConfig) -> list[Example]:
     if task.llm.examples == 0:
         return []
     corrections = []
-    for record in read_to_end(settings.kafka_bootstrap, task.topic("corrections")):
+    for record in read_to_end(settings, task.topic("corrections")):
         try:
             corrections.append(Correction.model_validate_json(record.value or b""))
         except ValidationError as exc:

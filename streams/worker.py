@@ -17,6 +17,7 @@ from loopline.processors.student import Student
 from loopline.schemas import TaskConfig
 from loopline.streams.agents import annotate, teach
 from loopline.streams.app import create_app
+from loopline.streams.connections import redis_client
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
@@ -32,9 +33,9 @@ def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger
 def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
     """A worker app: the annotate agent, and the teach agent when an LLM is configured."""
     student = InChildProcess.start(partial(Student.load, model_dir, task))
-    ensure_topics(settings.kafka_bootstrap, task)
+    ensure_topics(settings, task)
     app, topics = create_app(settings, task)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     llm_available = settings.llm_base_url is not None
     annotate.register(
         app,

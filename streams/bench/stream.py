@@ -24,6 +24,7 @@ from loopline.processors.student import Student
 from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
 from loopline.streams.app import group_id
 from loopline.streams.codec import encode
+from loopline.streams.connections import kafka_options
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics, wait_for_assignment
 from loopline.streams.worker import start_process, stop_process
@@ -60,8 +61,8 @@ def bench_task(task: TaskConfig, run_id: str) -> TaskConfig:
 class OutputWatcher:
     """Reads every output topic of the task; remembers the first output time per id."""
 
-    def __init__(self, bootstrap: str, task: TaskConfig) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    def __init__(self, settings: Settings, task: TaskConfig) -> None:
+        self.consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
         self.partitions = [
             TopicPartition(task.topic(role), p)
             for role in OUTPUT_ROLES
@@ -141,7 +142,7 @@ def wait_until_consuming(
 ) -> None:
     """Every worker holds partitions, and a probe item goes through."""
     members = len(workers.processes)
-    wait_for_assignment(settings.kafka_bootstrap, group_id(task), task.topic("texts"), members)
+    wait_for_assignment(settings, group_id(task), task.topic("texts"), members)
     probe = TextIn(id="bench-probe", text="warm-up")
     produce(producer, task, [probe])
     watcher.drain_until({probe.id}, 120, alive=workers.alive)
@@ -173,9 +174,9 @@ def run_stream_bench(
     bench = bench_task(task, run_id)
     task_file = workdir / "task.yml"
     task_file.write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
-    ensure_topics(settings.kafka_bootstrap, bench)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, acks=1)
-    watcher = OutputWatcher(settings.kafka_bootstrap, bench)
+    ensure_topics(settings, bench)
+    producer = KafkaProducer(**kafka_options(settings), linger_ms=2, acks=1)
+    watcher = OutputWatcher(settings, bench)
     report(f"end-to-end: starting {workers} worker(s)")
     group = Workers(task_file, model, workers, workdir)
     try:
@@ -205,7 +206,7 @@ def run_stream_bench(
         group.stop()
         watcher.close()
         producer.close()
-        delete_topics(settings.kafka_bootstrap, bench)
+        delete_topics(settings, bench)
     np.save(workdir / "latencies_ms.npy", latencies)
     return StreamBenchResult(
         n=n,
@@ -220,8 +221,8 @@ def run_stream_bench(
     )
 
 
-def delete_topics(bootstrap: str, task: TaskConfig) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+def delete_topics(settings: Settings, task: TaskConfig) -> None:
+    admin = KafkaAdminClient(**kafka_options(settings))
     try:
         admin.delete_topics([task.topic(role) for role in (*OUTPUT_ROLES, "texts")])
     finally:

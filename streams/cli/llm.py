@@ -37,6 +37,7 @@ from loopline.schemas import (
     content_id,
     load_task,
 )
+from loopline.streams.connections import redis_client
 from loopline.streams.settings import LOCAL_LLM_PORT, Settings
 from loopline.streams.wiring import build_teacher
 
@@ -293,8 +294,8 @@ def _trained_spans(task: TaskConfig, item: TextItem, answer: LLMAnswer) -> LLMAn
 
 async def _shared_redis(settings: Settings) -> tuple[Redis | None, str]:
     """Redis for the shared cache and limits, when it answers; without it, say so."""
-    redis = Redis.from_url(
-        settings.redis_url,
+    redis = redis_client(
+        settings,
         socket_connect_timeout=REDIS_PING_TIMEOUT_S,
         retry=Retry(NoBackoff(), 1),
     )

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-import redis.asyncio as aioredis
 import typer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
@@ -18,6 +17,7 @@ from rich.table import Table
 from loopline.schemas import InputError, TaskConfig, load_task
 from loopline.streams import worker as worker_assembly
 from loopline.streams.codec import encode, text_from_line
+from loopline.streams.connections import kafka_options, redis_client
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
 
@@ -56,8 +56,8 @@ def produce(
     """Write texts to the task's `texts` topic (ids derived from content when absent)."""
     settings = Settings()
     config = load_task(task)
-    ensure_topics(settings.kafka_bootstrap, config)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), linger_ms=5)
+    ensure_topics(settings, config)
+    producer = KafkaProducer(**kafka_options(settings), linger_ms=5)
     stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
     sent = rejected = 0
     with stream, Progress(console=err, transient=True) as progress:
@@ -97,7 +97,7 @@ def consume(
     settings = Settings()
     config = load_task(task)
     for value in read_topic(
-        settings.kafka_bootstrap,
+        settings,
         config.topic(topic),
         from_beginning=from_beginning,
         max_messages=max_messages,
@@ -108,11 +108,16 @@ def consume(
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, from_beginning: bool, max_messages: int | None, timeout_s: float
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool,
+    max_messages: int | None,
+    timeout_s: float,
 ):
     """Yield message values of all partitions of a topic, without joining a consumer group."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
+        **kafka_options(settings),
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),
     )
@@ -164,7 +169,7 @@ def stats(
 
 
 async def stage_counts(settings: Settings, config: TaskConfig) -> dict[str, dict[str, int]]:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     try:
         return {
             stage: await worker_assembly.ledger(redis, config, stage).counts()

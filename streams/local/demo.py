@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loopline.schemas import ServiceError, TaskConfig, TextIn, load_task
-from loopline.streams.local import services
 from loopline.streams import worker as worker_process
 from loopline.streams.app import group_id
 from loopline.streams.cli import model as model_commands
 from loopline.streams.cli.stream import stage_counts
 from loopline.streams.codec import encode
+from loopline.streams.connections import kafka_options
+from loopline.streams.local import services
 from loopline.streams.outputs import REVISION
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics, read_to_end, wait_for_assignment
@@ -112,11 +113,11 @@ def run_demo(
     task_file.write_text(yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False))
     gold = Gold.read(EXAMPLE / "test.jsonl")
 
-    ensure_topics(settings.kafka_bootstrap, task)
+    ensure_topics(settings, task)
     worker = start_worker(settings, task_file, model_dir, run_dir / "worker.log")
     try:
         console.print("Waiting for the worker to join its consumer group ...")
-        wait_for_assignment(settings.kafka_bootstrap, group_id(task), task.topic("texts"))
+        wait_for_assignment(settings, group_id(task), task.topic("texts"))
         console.rule(f"streaming {len(gold.items)} test texts through a worker")
         produce(settings, task, gold.items)
         annotated = follow(settings, task, "annotate", len(gold.items), None, worker, console)
@@ -162,7 +163,7 @@ def worker_env(settings: Settings) -> dict[str, object]:
 
 
 def produce(settings: Settings, task: TaskConfig, items: list[TextIn]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = KafkaProducer(**kafka_options(settings), linger_ms=5)
     for item in items:
         producer.send(task.topic("texts"), key=item.id.encode(), value=encode(item))
     producer.flush()
@@ -214,7 +215,7 @@ def score(
     Kafka's timestamps, from the first text in to its stage's last output."""
     report = RunReport(n=len(gold.items), outcomes=annotated, taught=taught)
     records = {
-        role: read_to_end(settings.kafka_bootstrap, task.topic(role))
+        role: read_to_end(settings, task.topic(role))
         for role in ("texts", "predictions", "llm", "review")
     }
     latest: dict[str, dict] = {}

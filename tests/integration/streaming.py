@@ -18,6 +18,7 @@ from kafka import KafkaProducer
 from loopline.schemas import TaskConfig
 from loopline.streams.agents.annotate import STAGE
 from loopline.streams.cli.stream import read_topic  # noqa: F401  (re-exported for tests)
+from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
 from loopline.streams.worker import start_process, stop_process
@@ -65,13 +66,18 @@ def service_env(kafka_bootstrap: str, redis_url: str, tmp_path: Path, **extra: s
     return env
 
 
+def kafka_at(bootstrap: str) -> Settings:
+    """Settings that reach the test's Kafka (the part of them the topic helpers need)."""
+    return Settings(kafka_bootstrap=bootstrap)
+
+
 def start_worker(task_file: Path, model: Path, env: dict, log: Path) -> subprocess.Popen:
     return start_process(task_file, model, log, env)
 
 
 def produce_raw(bootstrap: str, task: TaskConfig, values: list[tuple[bytes | None, bytes | None]]):
     """Send (key, value) pairs exactly as given, bad bytes included."""
-    ensure_topics(bootstrap, task)
+    ensure_topics(kafka_at(bootstrap), task)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for key, value in values:
         producer.send(task.topic("texts"), key=key, value=value)
@@ -127,7 +133,11 @@ def outputs_by_id(bootstrap: str, task: TaskConfig, roles: tuple[str, ...]) -> d
     seen: dict[str, list] = defaultdict(list)
     for role in roles:
         for value in read_topic(
-            bootstrap, task.topic(role), from_beginning=True, max_messages=None, timeout_s=3.0
+            kafka_at(bootstrap),
+            task.topic(role),
+            from_beginning=True,
+            max_messages=None,
+            timeout_s=3.0,
         ):
             seen[json.loads(value)["id"]].append((role, value))
     return seen

@@ -25,7 +25,8 @@ def correction(item_id: str, text: str, label: str, **fields) -> Correction:
 
 def test_worker_reads_human_corrections_as_examples(kafka_bootstrap, tmp_path, unique_prefix):
     task = load_task(write_task(tmp_path, unique_prefix, "snips", llm={"examples": 2}))
-    ensure_topics(kafka_bootstrap, task)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+    ensure_topics(settings, task)
     corrections = [
         correction("1", "play some jazz", "PlayMusic"),
         correction("2", "rain tomorrow?", "GetWeather", source="llm", reviewer="llm:qwen"),
@@ -39,7 +40,6 @@ def test_worker_reads_human_corrections_as_examples(kafka_bootstrap, tmp_path, u
     producer.flush()
     producer.close()
 
-    settings = Settings(kafka_bootstrap=kafka_bootstrap)
     examples = human_examples(settings, task)
     assert len(examples) == 2
     assert {e.text for e in examples} <= {"play some jazz", "book a table for two", "will it snow"}

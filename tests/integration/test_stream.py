@@ -18,6 +18,7 @@ from loopline.streams.topics import wait_for_assignment
 from .streaming import (
     children_of,
     counts,
+    kafka_at,
     outputs_by_id,
     produce_raw,
     read_topic,
@@ -89,7 +90,7 @@ def test_every_offset_ends_as_exactly_one_outcome(
     letters = [
         DeadLetter.model_validate_json(v)
         for v in read_topic(
-            kafka_bootstrap,
+            kafka_at(kafka_bootstrap),
             task.topic("deadletter"),
             from_beginning=True,
             max_messages=None,
@@ -125,7 +126,7 @@ def test_deadletter_keeps_bytes_and_says_what_to_do(
         stop(worker)
     raw_letters = list(
         read_topic(
-            kafka_bootstrap,
+            kafka_at(kafka_bootstrap),
             task.topic("deadletter"),
             from_beginning=True,
             max_messages=None,
@@ -150,7 +151,9 @@ def test_two_workers_split_the_partitions(
         start_worker(task_file, banking_student, env, tmp_path / f"worker{i}.log") for i in (1, 2)
     ]
     try:
-        assignment = wait_for_assignment(kafka_bootstrap, group_id(task), task.topic("texts"), 2)
+        assignment = wait_for_assignment(
+            kafka_at(kafka_bootstrap), group_id(task), task.topic("texts"), 2
+        )
         rows = texts(2000)
         produce_raw(kafka_bootstrap, task, good_values(rows))
         wait_for_outcomes(redis_url, task, len(rows), 180, workers)

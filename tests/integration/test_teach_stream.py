@@ -14,6 +14,7 @@ from tests.fixtures.services import TEST_LLM_MODEL, free_port
 
 from .streaming import (
     counts,
+    kafka_at,
     outputs_by_id,
     produce_raw,
     read_topic,
@@ -99,7 +100,7 @@ def test_unsure_items_get_llm_predictions_and_silver_examples(
     silver = [
         Correction.model_validate_json(v)
         for v in read_topic(
-            kafka_bootstrap,
+            kafka_at(kafka_bootstrap),
             task.topic("corrections"),
             from_beginning=True,
             max_messages=None,
