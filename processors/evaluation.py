@@ -18,7 +18,7 @@ from loopline.processors.calibration import expected_calibration_error
 from loopline.processors.data import LabelledText
 from loopline.processors.metrics import Scores, accepted_accuracy, correct_items, score
 from loopline.processors.protocol import Processor
-from loopline.processors.student import Student
+from loopline.processors.students import TrainedStudent
 from loopline.schemas import Annotation, TaskConfig
 
 
@@ -139,7 +139,7 @@ def _tokens_so_far(processor: Processor) -> int | None:
 
 @dataclass(frozen=True)
 class Speed:
-    """In-process speed of `Student.predict`, as the annotate worker calls it."""
+    """In-process speed of a student's `predict`, as the annotate worker calls it."""
 
     docs_per_s: float
     single_ms_p50: float
@@ -147,7 +147,7 @@ class Speed:
 
 
 def measure_speed(
-    student: Student,
+    student: TrainedStudent,
     texts: Sequence[str],
     *,
     batch_size: int = 256,

@@ -62,8 +62,24 @@ COMPONENTS: dict[str, str] = {
 """The one trainable component of a student pipeline, by task kind."""
 
 
+class CascadeStep(BaseModel):
+    """One student of a cascade (architecture `cascade`): its model directory (relative to
+    the cascade's) and the confidence at or above which its answer is kept (None: last)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: str
+    path: str
+    threshold: float | None
+
+
 class ModelMeta(BaseModel):
-    """`loopline.json`: what a model directory holds and where it came from."""
+    """`loopline.json`: what a model directory holds and where it came from.
+
+    Every architecture writes one, so that the trainer, the registry and the worker treat
+    them alike; `encoder` (architecture `encoder`) and `steps` (architecture `cascade`)
+    say what else the directory holds.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +99,8 @@ class ModelMeta(BaseModel):
     config_hash: str = ""
     parent_version: str | None = None
     spacy_version: str = ""
+    encoder: str | None = None
+    steps: list[CascadeStep] = []
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,8 @@ class Student:
         meta = read_meta(path)
         if task is not None:
             check_matches_task(meta, task, path)
+        if not (path / PIPELINE_DIR).is_dir():
+            raise ModelError(f"{path}: no {PIPELINE_DIR}/ directory; retrain with `loopline train`")
         try:
             nlp = spacy.load(path / PIPELINE_DIR)
         except (OSError, ValueError) as exc:
@@ -248,8 +268,6 @@ def read_meta(path: Path) -> ModelMeta:
             f"{meta_path}: model format {meta.format}, this loopline reads {MODEL_FORMAT}; "
             "retrain the model with this version"
         )
-    if not (path / PIPELINE_DIR).is_dir():
-        raise ModelError(f"{path}: no {PIPELINE_DIR}/ directory; retrain with `loopline train`")
     return meta
 
 

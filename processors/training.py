@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import spacy
@@ -61,7 +62,10 @@ from loopline.processors.student import (
     RawScores,
     Student,
 )
+from loopline.processors.students import load_student
+from loopline.processors.weights import DEFAULT_CACHE_DIR
 from loopline.schemas import Annotation, ConfigError, DataError, TaskConfig
+from loopline.schemas.task import TaskKind
 
 MIN_HELDOUT = 20
 """Fewer held-out items than this cannot fit a temperature and measure it on two halves."""
@@ -218,17 +222,37 @@ def entity_length_limit(examples: Sequence[LabelledText]) -> int:
 # training -----------------------------------------------------------------------------------
 
 
+class Calibratable(Protocol):
+    """What calibration needs of a student: raw scores for its inputs (spaCy docs, sentence
+    vectors) and annotations from raw scores under a calibration."""
+
+    kind: TaskKind
+    labels: list[str]
+
+    def raw_scores(self, docs: Sequence) -> RawScores: ...
+
+    def decode(
+        self, docs: Sequence, raw: RawScores, calibration: Calibration, scores_top_k: int = 0
+    ) -> list[Annotation]: ...
+
+
 @dataclass(frozen=True)
 class TrainProgress:
-    """Sent after every minibatch; `score` (on held-out data) is set at the end of an epoch."""
+    """Sent after every minibatch; `score` (on held-out data) is set at the end of an epoch.
+
+    `stage` says what is progressing: `train` (epochs of minibatches, with a loss), or the
+    encoder student's `embed` (texts embedded, cached ones first) and `fit head`. A
+    cascade prefixes the stage with its step's architecture (`bow: train`).
+    """
 
     epoch: int
     epochs: int
     step: int
     steps: int
-    loss: float
+    loss: float = 0.0
     score: float | None = None
     score_name: str = ""
+    stage: str = "train"
 
 
 @dataclass(frozen=True)
@@ -267,23 +291,74 @@ def train(
     on_progress: Callable[[TrainProgress], None] | None = None,
     parent_version: str | None = None,
     force: bool = False,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
 ) -> TrainReport:
-    """Train, calibrate, measure and save a student for `task` into `out_dir`."""
+    """Train, calibrate, measure and save a student for `task` into `out_dir`.
+
+    The one entry point for every architecture (`task.student.architecture`): spaCy's
+    here, `encoder` and `cascade` in their modules. `cache_dir` holds the encoder's
+    weights and its embedding cache (pass Settings.cache_dir).
+    """
+    # Imported here: both build on this module.
+    from loopline.processors.cascade_training import train_cascade
+    from loopline.processors.encoder.training import train_encoder
+
+    architecture = student_architecture(task)
+    if architecture in ("encoder", "cascade"):
+        trainer = train_encoder if architecture == "encoder" else train_cascade
+        return trainer(
+            task,
+            examples,
+            eval_examples,
+            out_dir=Path(out_dir),
+            on_progress=on_progress,
+            parent_version=parent_version,
+            force=force,
+            cache_dir=cache_dir,
+        )
+    return _train_spacy(task, examples, eval_examples, out_dir, on_progress, parent_version, force)
+
+
+def _train_spacy(
+    task: TaskConfig,
+    examples: Sequence[LabelledText],
+    eval_examples: Sequence[LabelledText] | None,
+    out_dir: Path,
+    on_progress: Callable[[TrainProgress], None] | None,
+    parent_version: str | None,
+    force: bool,
+) -> TrainReport:
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
+    check_out_dir(out_dir, force)
     train_set, heldout, heldout_source = split_heldout(task, examples, eval_examples)
     fix_random_seed(task.student.seed)
     nlp = build_pipeline(task, train_set)
-    student = Student(nlp, _draft_meta(task))
+    student = Student(nlp, draft_meta(task))
     started = time.perf_counter()
     trained_docs = _fit(task, nlp, student, train_set, heldout, on_progress)
     train_seconds = time.perf_counter() - started
 
-    outcome = calibrate(student, heldout, seed=task.student.seed)
+    heldout_docs = [nlp.make_doc(eg.text) for eg in heldout]
+    outcome = calibrate(student, heldout_docs, heldout, seed=task.student.seed)
     timing = {"train_seconds": train_seconds, "train_docs_per_s": trained_docs / train_seconds}
-    meta = _final_meta(task, nlp, examples, train_set, heldout_source, outcome, timing)
-    meta = meta.model_copy(update={"parent_version": parent_version})
-    report = TrainReport(
+    meta = final_meta(
+        task,
+        examples,
+        train_set,
+        heldout_source,
+        outcome,
+        timing,
+        config_hash=config_hash(task, nlp.config.to_str()),
+        parent_version=parent_version,
+        spacy_version=spacy.__version__,
+    )
+    report = report_of(out_dir, meta, outcome)
+    save(report, out_dir, force, lambda partial: nlp.to_disk(partial / PIPELINE_DIR))
+    return with_speed(report, heldout)
+
+
+def report_of(out_dir: Path, meta: ModelMeta, outcome: CalibrationOutcome) -> TrainReport:
+    return TrainReport(
         out_dir=out_dir,
         meta=meta,
         scores=outcome.scores,
@@ -291,26 +366,26 @@ def train(
         reliability_calibrated=outcome.bins_calibrated,
         fold_calibrations=[c.to_meta() for c in outcome.fold_calibrations],
     )
-    _save(nlp, report, out_dir, force)
-    return _with_speed(report, heldout)
 
 
-def _final_meta(
+def final_meta(
     task: TaskConfig,
-    nlp: Language,
     examples: Sequence[LabelledText],
     train_set: Sequence[LabelledText],
     heldout_source: str,
     outcome: CalibrationOutcome,
     timing: dict[str, float],
+    *,
+    config_hash: str,
+    **fields,
 ) -> ModelMeta:
+    """The ModelMeta of a trained student; `fields` are further ModelMeta fields."""
     created_at = datetime.now(UTC)
-    config_hash = _config_hash(task, nlp)
     return ModelMeta(
         task=task.name,
         kind=task.kind,
         labels=task.label_names,
-        version=_version_id(task.name, created_at, config_hash, examples),
+        version=version_id(task.name, created_at, config_hash, examples),
         created_at=created_at,
         architecture=student_architecture(task),
         **outcome.calibration.to_meta(),
@@ -328,7 +403,7 @@ def _final_meta(
         },
         calibration_data=heldout_source,
         config_hash=config_hash,
-        spacy_version=spacy.__version__,
+        **fields,
     )
 
 
@@ -426,9 +501,14 @@ class CalibrationOutcome:
     bins_calibrated: list[ReliabilityBin]
 
 
-def calibrate(student: Student, heldout: Sequence[LabelledText], seed: int) -> CalibrationOutcome:
-    """Fit the final calibration on all held-out items; measure it by 2-fold cross-fitting."""
-    docs = [student.nlp.make_doc(eg.text) for eg in heldout]
+def calibrate(
+    student: Calibratable, docs: Sequence, heldout: Sequence[LabelledText], seed: int
+) -> CalibrationOutcome:
+    """Fit the final calibration on all held-out items; measure it by 2-fold cross-fitting.
+
+    `docs` are the student's inputs for the held-out items: spaCy docs, or the encoder
+    student's sentence vectors.
+    """
     raw = student.raw_scores(docs)
     raw_annotations = student.decode(docs, raw, RAW)
     final = fit_calibration(student, docs, raw, heldout)
@@ -466,7 +546,7 @@ def calibrate(student: Student, heldout: Sequence[LabelledText], seed: int) -> C
 
 
 def fit_calibration(
-    student: Student, docs: list[Doc], raw: RawScores, gold: Sequence[LabelledText]
+    student: Calibratable, docs: Sequence, raw: RawScores, gold: Sequence[LabelledText]
 ) -> Calibration:
     """The calibration that makes `raw` scores fit the gold labels best (lowest NLL).
 
@@ -525,7 +605,7 @@ def _calibration_metrics(outcome: CalibrationOutcome, threshold: float) -> dict[
 # saving and measuring -----------------------------------------------------------------------
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
+def check_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ConfigError(
             f"{out_dir} already exists and is not empty; choose another --out "
@@ -533,13 +613,17 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
         )
 
 
-def _save(nlp: Language, report: TrainReport, out_dir: Path, force: bool) -> None:
-    """Write into a sibling directory and rename it, so no reader sees half a model."""
+def save(
+    report: TrainReport, out_dir: Path, force: bool, write_model: Callable[[Path], None]
+) -> None:
+    """`write_model(dir)` writes the model's own files; with them, loopline.json and the
+    reliability plot go into a sibling directory that is then renamed, so no reader sees
+    half a model."""
     partial = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    nlp.to_disk(partial / PIPELINE_DIR)
-    _write_meta(partial, report.meta)
+    write_model(partial)
+    write_meta(partial, report.meta)
     plot_reliability(report, partial / RELIABILITY_PLOT)
     if out_dir.exists() and force:
         shutil.rmtree(out_dir)
@@ -548,17 +632,17 @@ def _save(nlp: Language, report: TrainReport, out_dir: Path, force: bool) -> Non
     partial.rename(out_dir)
 
 
-def _write_meta(model_dir: Path, meta: ModelMeta) -> None:
+def write_meta(model_dir: Path, meta: ModelMeta) -> None:
     text = json.dumps(meta.model_dump(mode="json"), indent=2, ensure_ascii=False)
     (model_dir / META_FILE).write_text(text + "\n", encoding="utf-8")
 
 
-def _with_speed(report: TrainReport, heldout: Sequence[LabelledText]) -> TrainReport:
+def with_speed(report: TrainReport, heldout: Sequence[LabelledText]) -> TrainReport:
     """Measure the saved model as the worker will run it: loaded from disk, batches of 256."""
-    student = Student.load(report.out_dir)
+    student = load_student(report.out_dir)
     speed = measure_speed(student, [eg.text for eg in heldout])
-    files = (report.out_dir / PIPELINE_DIR).rglob("*")
-    size = sum(f.stat().st_size for f in files if f.is_file())
+    files = [f for f in report.out_dir.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files if f.name not in (META_FILE, RELIABILITY_PLOT))
     metrics = {
         **report.meta.metrics,
         "predict_docs_per_s": speed.docs_per_s,
@@ -566,12 +650,15 @@ def _with_speed(report: TrainReport, heldout: Sequence[LabelledText]) -> TrainRe
         "model_mb": size / 1e6,
     }
     meta = report.meta.model_copy(update={"metrics": metrics})
-    _write_meta(report.out_dir, meta)
+    write_meta(report.out_dir, meta)
     return TrainReport(**{**vars(report), "meta": meta})
 
 
 def plot_reliability(report: TrainReport, path: Path) -> None:
-    """Reliability diagram: accuracy per confidence band, raw vs calibrated (out-of-fold)."""
+    """Reliability diagram: accuracy per confidence band, raw vs calibrated (out-of-fold).
+
+    A cascade has no raw curve: each of its steps has its own diagram.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -580,14 +667,17 @@ def plot_reliability(report: TrainReport, path: Path) -> None:
     metrics = report.meta.metrics
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
-    for bins, name, colour in (
-        (report.reliability_raw, f"raw (ECE {metrics['ece_raw']:.3f})", "tab:red"),
+    curves = [
         (
             report.reliability_calibrated,
             f"calibrated, out-of-fold (ECE {metrics['ece_calibrated']:.3f})",
             "tab:blue",
-        ),
-    ):
+        )
+    ]
+    if report.reliability_raw:
+        raw = (report.reliability_raw, f"raw (ECE {metrics['ece_raw']:.3f})", "tab:red")
+        curves.insert(0, raw)
+    for bins, name, colour in curves:
         confidence, accuracy = [b.confidence for b in bins], [b.accuracy for b in bins]
         axes.plot(confidence, accuracy, marker="o", color=colour, label=name)
     threshold = metrics["accept_threshold"]
@@ -610,7 +700,8 @@ def plot_reliability(report: TrainReport, path: Path) -> None:
 # helpers ------------------------------------------------------------------------------------
 
 
-def _draft_meta(task: TaskConfig) -> ModelMeta:
+def draft_meta(task: TaskConfig) -> ModelMeta:
+    """The meta of a student still in training: enough to score and calibrate it."""
     return ModelMeta(
         task=task.name,
         kind=task.kind,
@@ -621,7 +712,9 @@ def _draft_meta(task: TaskConfig) -> ModelMeta:
     )
 
 
-def _score(student: Student, gold: Sequence[LabelledText], predicted: list[Annotation]) -> Scores:
+def _score(
+    student: Calibratable, gold: Sequence[LabelledText], predicted: list[Annotation]
+) -> Scores:
     return score(student.kind, student.labels, gold, predicted)
 
 
@@ -629,20 +722,22 @@ def _loss(losses: dict[str, float]) -> float:
     return float(sum(losses.values()))
 
 
-def _config_hash(task: TaskConfig, nlp: Language) -> str:
+def config_hash(task: TaskConfig, model_config: str) -> str:
+    """What decides a model besides its data: the task's labels and student section, and
+    the model's own configuration (spaCy's config, the encoder's weights)."""
     payload = json.dumps(
         {
             "kind": task.kind,
             "labels": task.label_names,
             "student": task.student.model_dump(),
-            "spacy": nlp.config.to_str(),
+            "model": model_config,
         },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _version_id(
+def version_id(
     task_name: str, created_at: datetime, config_hash: str, examples: Sequence[LabelledText]
 ) -> str:
     """`<task>-<UTC minute>-<6 hex>`: sortable by time, unique per config, data and moment."""

@@ -69,7 +69,9 @@ class Annotation(BaseModel):
 
     `labels` holds the chosen labels (exactly one for exclusive textcat), `scores` the
     calibrated probability of each label, `spans` the entities for NER. `confidence` is
-    the calibrated probability that the whole annotation is right.
+    the calibrated probability that the whole annotation is right. `model_version` names
+    the model that made it when one annotator holds several (a cascade of students says
+    which step answered); otherwise the annotator's own version applies.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +80,7 @@ class Annotation(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     spans: list[Span] = Field(default_factory=list)
     confidence: float = Field(ge=0.0, le=1.0)
+    model_version: str | None = None
 
     def with_top_scores(self, k: int) -> Annotation:
         """A copy keeping only the `k` highest label scores (all when k is 0)."""
@@ -128,7 +131,7 @@ class Prediction(Message):
             spans=annotation.spans,
             confidence=annotation.confidence,
             source=suggestion.source,
-            model_version=suggestion.model_version,
+            model_version=annotation.model_version or suggestion.model_version,
             revision=revision,
             meta=item.meta,
         )

@@ -79,11 +79,36 @@ class TopicsConfig(_Section):
         return f"{self.prefix}{TOPIC_SUFFIXES[role]}"
 
 
+StepArchitecture = Literal["bow", "ensemble", "cnn", "encoder"]
+
+
 class StudentConfig(_Section):
-    architecture: Literal["bow", "ensemble", "cnn", "spancat"] = Field(
+    architecture: Literal["bow", "ensemble", "cnn", "spancat", "encoder", "cascade"] = Field(
         default="ensemble",
         description="spaCy model: `bow` (fastest), `ensemble` (bow + CNN), `cnn`; NER uses "
-        "`spancat` (a score per entity).",
+        "`spancat` (a score per entity). `encoder`: a pretrained sentence encoder with a "
+        "linear head (far better with few labels, ~100x slower than bow). `cascade`: the "
+        "`steps` below, cheapest first, each passing on only what it is unsure of.",
+    )
+    steps: list[StepArchitecture] = Field(
+        default_factory=list,
+        description="For `cascade`: its students, cheapest first (e.g. [bow, encoder]).",
+    )
+    cascade_tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="For `cascade`: each step keeps the items it is sure of, at the lowest "
+        "threshold (never below routing.accept_threshold) at which held-out accuracy stays "
+        "within this of the later steps alone.",
+    )
+    encoder: Literal["all-minilm-l6-v2"] = Field(
+        default="all-minilm-l6-v2", description="For `encoder`: the sentence encoder."
+    )
+    head_c: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="For `encoder`: inverse L2 regularisation strength of the logistic head.",
     )
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=64, ge=1)
@@ -95,6 +120,15 @@ class StudentConfig(_Section):
         lt=1.0,
         description="Share of training data held out for calibration when no --eval is given.",
     )
+
+    @model_validator(mode="after")
+    def _steps_make_a_cascade(self) -> StudentConfig:
+        if self.architecture == "cascade":
+            if len(self.steps) < 2 or len(set(self.steps)) < len(self.steps):
+                raise ValueError("a cascade needs at least two different steps, cheapest first")
+        elif self.steps:
+            raise ValueError("steps are for architecture: cascade")
+        return self
 
 
 class LLMTaskConfig(_Section):

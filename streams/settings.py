@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loopline.processors.weights import DEFAULT_CACHE_DIR
+
 LOCAL_KAFKA_PORT = 39092
 LOCAL_REDIS_PORT = 36379
 LOCAL_LLM_PORT = 38080
@@ -35,8 +37,14 @@ class Settings(BaseSettings):
         description="Where the local launcher keeps service data, logs and pid files.",
     )
     cache_dir: Path = Field(
-        default=Path.home() / ".cache" / "loopline",
-        description="Where verified LLM weights are cached.",
+        default=DEFAULT_CACHE_DIR,
+        description="Where verified weights (LLM, sentence encoder) and the encoder's "
+        "embedding cache are kept.",
+    )
+    encoder_threads: int = Field(
+        default=0,
+        ge=0,
+        description="ONNX Runtime threads of an encoder student (0: one per core).",
     )
 
     llm_base_url: str | None = Field(

@@ -13,7 +13,7 @@ import faust
 import redis.asyncio as aioredis
 
 from loopline.processors.isolated import InChildProcess
-from loopline.processors.student import Student
+from loopline.processors.students import load_student
 from loopline.schemas import TaskConfig
 from loopline.streams.agents import annotate, teach
 from loopline.streams.app import create_app
@@ -32,7 +32,9 @@ def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger
 
 def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
     """A worker app: the annotate agent, and the teach agent when an LLM is configured."""
-    student = InChildProcess.start(partial(Student.load, model_dir, task))
+    student = InChildProcess.start(
+        partial(load_student, model_dir, task, threads=settings.encoder_threads)
+    )
     ensure_topics(settings, task)
     app, topics = create_app(settings, task)
     redis = redis_client(settings)

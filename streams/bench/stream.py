@@ -20,7 +20,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from loopline.processors.evaluation import measure_speed
-from loopline.processors.student import Student
+from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
 from loopline.streams.app import group_id
 from loopline.streams.codec import encode
@@ -164,7 +164,7 @@ def run_stream_bench(
             f"--workers must be between 1 and the task's topics.partitions "
             f"({task.topics.partitions}): more workers than partitions would sit idle"
         )
-    student = Student.load(model, task)
+    student = load_student(model, task, threads=settings.encoder_threads)
     pool = [texts[i % len(texts)] for i in range(n)]
     report(f"in-process: student.predict on {n} texts, batches of {settings.batch_size}")
     in_process = measure_speed(student, pool, batch_size=settings.batch_size).docs_per_s

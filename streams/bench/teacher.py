@@ -22,7 +22,7 @@ from loopline.processors.cascade import (
 )
 from loopline.processors.data import LabelledText
 from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
-from loopline.processors.student import Student
+from loopline.processors.students import TrainedStudent
 from loopline.schemas import TaskConfig
 
 MAX_LLM_SHARE = 0.2
@@ -62,7 +62,7 @@ class TeacherBench:
         }
 
 
-def run_student(student: Student, texts: Sequence[str], batch_size: int) -> AnnotatorRun:
+def run_student(student: TrainedStudent, texts: Sequence[str], batch_size: int) -> AnnotatorRun:
     started = time.perf_counter()
     answers = student.predict(texts, batch_size=batch_size)
     per_item = (time.perf_counter() - started) / len(texts)

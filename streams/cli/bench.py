@@ -15,7 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from loopline.processors.data import read_examples
-from loopline.processors.student import Student
+from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, load_task
 from loopline.streams.bench.stream import plot_latency, run_stream_bench
 from loopline.streams.bench.teacher import compare, plot, run_llm, run_student
@@ -124,7 +124,8 @@ def teacher(
     cuts = sorted(float(value) for value in thresholds.split(","))
     workdir = output_dir(out, "bench-teacher")
 
-    student_run = run_student(Student.load(model, config), texts, settings.batch_size)
+    student = load_student(model, config, threads=settings.encoder_threads)
+    student_run = run_student(student, texts, settings.batch_size)
     llm = build_teacher(config, settings, redis=None)
     with Progress(console=err) as progress:
         bar = progress.add_task(f"LLM ({settings.llm_model})", total=len(texts))

@@ -51,17 +51,27 @@ def train(
     ] = None,
     architecture: Annotated[
         str | None,
-        typer.Option(help="Override student.architecture: bow, ensemble or cnn (textcat)."),
+        typer.Option(
+            help="Override student.architecture: bow, ensemble, cnn or encoder (textcat); "
+            "a comma-separated list (bow,encoder) makes a cascade of those steps."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
 ) -> None:
-    """Train a spaCy student, calibrate its confidence and save it with its scores."""
+    """Train a student (spaCy, encoder or a cascade), calibrate its confidence and save it
+    with its scores."""
     config = _with_architecture(load_task(task), architecture)
     examples = read_examples(data, config)
     heldout = read_examples(eval_data, config) if eval_data else None
     with TrainProgressBars() as on_progress:
         report = train_student(
-            config, examples, heldout, out_dir=out, on_progress=on_progress, force=force
+            config,
+            examples,
+            heldout,
+            out_dir=out,
+            on_progress=on_progress,
+            force=force,
+            cache_dir=Settings().cache_dir,
         )
     _print_train_report(report)
 
@@ -92,14 +102,17 @@ def evaluate(
 
 
 def build_annotator(spec: str, task: TaskConfig, settings: Settings) -> Processor:
-    """`student:DIR` -> loopline.Student.v1; `llm` -> the LLM teacher from LOOPLINE_LLM_*.
+    """`student:DIR` -> loopline.Student.v2 (any architecture); `llm` -> the LLM teacher from
+    LOOPLINE_LLM_*.
 
     The teacher is built without Redis: no response cache, so every item costs a real call
     and the figures measure the LLM, not the cache.
     """
     kind, _, argument = spec.partition(":")
     if kind == "student" and argument:
-        return make("loopline.Student.v1", path=Path(argument), task=task)
+        return make(
+            "loopline.Student.v2", path=Path(argument), task=task, threads=settings.encoder_threads
+        )
     if kind == "llm" and not argument:
         return build_teacher(task, settings, redis=None)
     raise ConfigError(f"--annotator {spec!r}: use student:MODEL_DIR or llm")
@@ -109,7 +122,8 @@ def build_annotator(spec: str, task: TaskConfig, settings: Settings) -> Processo
 
 
 class TrainProgressBars:
-    """Rich bars, one per epoch, each ending with its loss and held-out score."""
+    """Rich bars, one per epoch (ending with its loss and held-out score) or other stage
+    (the encoder's embedding and head fitting)."""
 
     def __enter__(self):
         self.progress = Progress(
@@ -121,17 +135,20 @@ class TrainProgressBars:
             console=errors,
         )
         self.progress.__enter__()
-        self.bars: dict[int, Any] = {}
+        self.bars: dict[tuple[str, int], Any] = {}
         return self.update
 
     def update(self, event: TrainProgress) -> None:
-        if event.epoch not in self.bars:
-            name = f"epoch {event.epoch}/{event.epochs}"
-            self.bars[event.epoch] = self.progress.add_task(name, total=event.steps, status="")
-        status = f"loss {event.loss:.3f}"
+        key = (event.stage, event.epoch)
+        epochs = event.stage.endswith("train")
+        if key not in self.bars:
+            name = event.stage.removesuffix("train") if epochs else event.stage
+            name += f"epoch {event.epoch}/{event.epochs}" if epochs else ""
+            self.bars[key] = self.progress.add_task(name, total=event.steps, status="")
+        status = f"loss {event.loss:.3f}" if epochs else ""
         if event.score is not None:
             status += f"  held-out {event.score_name} {event.score:.3f}"
-        self.progress.update(self.bars[event.epoch], completed=event.step, status=status)
+        self.progress.update(self.bars[key], completed=event.step, total=event.steps, status=status)
 
     def __exit__(self, *exc_info):
         return self.progress.__exit__(*exc_info)
@@ -167,7 +184,9 @@ def _print_train_report(report: TrainReport) -> None:
     table.add_column("value", justify="right")
     for name, value in report.scores.overall.items():
         table.add_row(name, f"{value:.3f}")
-    ece = f"{metrics['ece_raw']:.3f} raw -> {metrics['ece_calibrated']:.3f} calibrated"
+    ece = f"{metrics['ece_calibrated']:.3f} calibrated"
+    if "ece_raw" in metrics:
+        ece = f"{metrics['ece_raw']:.3f} raw -> " + ece
     table.add_row("calibration error (ECE, out-of-fold)", ece)
     table.add_row("calibration", _calibration_text(report.meta))
     table.add_row(*_threshold_row(metrics))
@@ -180,6 +199,10 @@ def _print_train_report(report: TrainReport) -> None:
     table.add_row("predict", predict)
     table.add_row("model size", f"{metrics['model_mb']:.1f} MB")
     table.add_row("data", ", ".join(f"{k} {v}" for k, v in report.meta.data_counts.items()))
+    for step in report.meta.steps:
+        share = metrics[f"share_{step.architecture}"]
+        kept = "the rest" if step.threshold is None else f"confidence >= {step.threshold:.3f}"
+        table.add_row(f"step {step.architecture}", f"answers {share:.1%} ({kept})")
     console.print(table)
     console.print(_per_label_table(report.scores.per_label))
     console.print(f"saved {report.version} to {report.out_dir}")
@@ -233,6 +256,8 @@ def _per_label_table(per_label: dict[str, LabelScore]) -> Table:
 
 
 def _calibration_text(meta: ModelMeta) -> str:
+    if meta.steps:
+        return "each step its own (see its directory under steps/)"
     temperature = meta.temperature
     if isinstance(temperature, list):
         text = f"temperature per label, {min(temperature):.2f} to {max(temperature):.2f}"
@@ -247,9 +272,20 @@ def _calibration_text(meta: ModelMeta) -> str:
 def _with_architecture(task: TaskConfig, architecture: str | None) -> TaskConfig:
     if architecture is None:
         return task
+    steps = architecture.split(",")
+    update = (
+        {"architecture": "cascade", "steps": steps}
+        if len(steps) > 1
+        else {
+            "architecture": architecture,
+            "steps": [],
+        }
+    )
     try:
-        fields = {**task.student.model_dump(), "architecture": architecture}
-        student = task.student.model_validate(fields)
+        student = task.student.model_validate({**task.student.model_dump(), **update})
     except ValueError:
-        raise ConfigError(f"--architecture {architecture!r}: use bow, ensemble or cnn") from None
+        raise ConfigError(
+            f"--architecture {architecture!r}: use bow, ensemble, cnn or encoder, or several "
+            "of them, cheapest first, for a cascade (bow,encoder)"
+        ) from None
     return task.model_copy(update={"student": student})
