@@ -1,10 +1,12 @@
 """Regenerate the example data subsets from the public datasets, seeded so it is reproducible.
 
     python examples/make_subsets.py [--datasets ../shared/datasets] [--seed 0]
+    python examples/make_subsets.py --full DIR   # whole banking77 and SNIPS, for benchmarks
 
-Writes Prodigy-style JSONL next to each `task.yml`: `{"text", "label"}` for intents and
-`{"text", "spans": [{"start", "end", "label"}]}` for entities (CoNLL tokens joined by single
-spaces). Every label written must be one the task declares, so the data and the task file
+Writes Prodigy-style JSONL next to each `task.yml` (with --full: into DIR/<task>/, the whole
+train and test sets of the intent datasets, for `loopline bench students`): `{"text",
+"label"}` for intents and `{"text", "spans": [{"start", "end", "label"}]}` for entities
+(CoNLL tokens joined by single spaces). Every label written must be one the task declares, so the data and the task file
 cannot drift apart. Attribution for each dataset is in `examples/<task>/README.md`.
 """
 
@@ -28,7 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", type=Path, help="write whole intent datasets here instead")
     args = parser.parse_args()
+    if args.full:
+        make_full(args.datasets, args.full, random.Random(args.seed))
+        return
     make_banking77(args.datasets / "banking77", random.Random(args.seed))
     make_wnut17(args.datasets / "wnut17", random.Random(args.seed))
     make_snips(args.datasets / "snips", random.Random(args.seed))
@@ -139,6 +145,27 @@ def _read_snips(path: Path) -> tuple[str, list[str]]:
     return intent, ["".join(chunk["text"] for chunk in record["data"]) for record in records]
 
 
+# whole datasets ----------------------------------------------------------------------------
+
+
+def make_full(datasets: Path, out: Path, rng: random.Random) -> None:
+    """banking77 train.csv / test.csv and SNIPS train_*_full / validate_*, whole."""
+    banking = {
+        split: [{"text": t, "label": c} for t, c in _read_banking_csv(datasets / "banking77" / f)]
+        for split, f in (("train", "train.csv"), ("test", "test.csv"))
+    }
+    _write_task_data("banking77", rng, out / "banking77", **banking)
+    snips = {}
+    for split, pattern in (("train", "train_*_full.json"), ("test", "validate_*.json")):
+        snips[split] = [
+            {"text": text, "label": intent}
+            for path in sorted((datasets / "snips").glob(pattern))
+            for intent, utterances in [_read_snips(path)]
+            for text in utterances
+        ]
+    _write_task_data("snips", rng, out / "snips", **snips)
+
+
 # shared ------------------------------------------------------------------------------------
 
 
@@ -149,8 +176,13 @@ def _group_by_label(rows: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _write_task_data(task: str, rng: random.Random | None, **splits: list[dict]) -> None:
-    """Check labels against the task file, shuffle label-sorted splits, write JSONL."""
+def _write_task_data(
+    task: str, rng: random.Random | None, folder: Path | None = None, **splits: list[dict]
+) -> None:
+    """Check labels against the task file, shuffle label-sorted splits, write JSONL (into
+    `folder`, by default the task's own)."""
+    folder = folder or EXAMPLES / task
+    folder.mkdir(parents=True, exist_ok=True)
     labels = set(yaml.safe_load((EXAMPLES / task / "task.yml").read_text())["labels"])
     for split, records in splits.items():
         used = {r["label"] for r in records if "label" in r}
@@ -159,10 +191,10 @@ def _write_task_data(task: str, rng: random.Random | None, **splits: list[dict])
             raise SystemExit(f"{task}/{split}: labels missing from task.yml: {used - labels}")
         if rng is not None:
             rng.shuffle(records)
-        path = EXAMPLES / task / f"{split}.jsonl"
+        path = folder / f"{split}.jsonl"
         with path.open("w", encoding="utf-8") as file:
             file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        print(f"{path.relative_to(EXAMPLES.parent)}: {len(records)} items")
+        print(f"{path}: {len(records)} items")
 
 
 if __name__ == "__main__":

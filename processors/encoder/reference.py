@@ -10,7 +10,7 @@ precision; a wrong export, a wrong tokenizer or wrong pooling costs far more.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +170,7 @@ def check_fidelity(
     reference: ReferenceBert,
     texts: Sequence[str] = FIDELITY_TEXTS,
     batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Fidelity:
     """Both models on the same token ids (length-sorted batches); the cosine of their pooled
     vectors per text, in the order of `texts`."""
@@ -182,4 +183,6 @@ def check_fidelity(
         ours = pool(encoder.hidden_states(input_ids, mask), mask)
         official = pool(reference.hidden_states(input_ids, mask), mask)
         cosines[rows] = (ours * official).sum(axis=1)
+        if on_batch:
+            on_batch(len(rows))
     return Fidelity(cosines)
