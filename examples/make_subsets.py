@@ -6,8 +6,9 @@
 Writes Prodigy-style JSONL next to each `task.yml` (with --full: into DIR/<task>/, the whole
 train and test sets of the intent datasets, for `loopline bench students`): `{"text",
 "label"}` for intents and `{"text", "spans": [{"start", "end", "label"}]}` for entities
-(CoNLL tokens joined by single spaces). Every label written must be one the task declares, so the data and the task file
-cannot drift apart. Attribution for each dataset is in `examples/<task>/README.md`.
+(CoNLL tokens joined by single spaces). Every label written must be one the task declares,
+so the data and the task file cannot drift apart. Attribution for each dataset is in
+`examples/<task>/README.md`.
 """
 
 from __future__ import annotations
