@@ -17,8 +17,10 @@ from rich.table import Table
 from loopline.processors.data import read_examples
 from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, load_task
+from loopline.streams.bench import students as students_bench
 from loopline.streams.bench.stream import plot_latency, run_stream_bench
 from loopline.streams.bench.teacher import compare, plot, run_llm, run_student
+from loopline.streams.cli.model import TrainProgressBars
 from loopline.streams.codec import text_from_line
 from loopline.streams.settings import Settings
 from loopline.streams.wiring import build_teacher
@@ -161,3 +163,84 @@ def teacher(
     if bench.llm_errors:
         err.print(f"[yellow]{bench.llm_errors} LLM calls gave no answer (counted as wrong).[/]")
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'cascade.png'}")
+
+
+@app.command()
+def students(
+    task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config (textcat).")],
+    train: Annotated[Path, typer.Option(help="Pool of gold training data, Prodigy-style JSONL.")],
+    test: Annotated[Path, typer.Option(help="Gold test data, Prodigy-style JSONL.")],
+    names: Annotated[
+        str,
+        typer.Option(
+            "--students",
+            help="Comma-separated students; `a>b` is the cascade of a, then b.",
+        ),
+    ] = "bow,ensemble,encoder,bow>encoder",
+    per_label: Annotated[
+        str, typer.Option(help="Labelled examples per label to train on (`all`: the pool).")
+    ] = "3,10,all",
+    dev_per_label: Annotated[
+        int, typer.Option(min=2, help="Held-out examples per label for calibration.")
+    ] = 5,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json, students.png and models.")
+    ] = None,
+) -> None:
+    """bow, ensemble, encoder and cascades side by side on the same items, at 3, 10 and all
+    labels per class: accuracy, macro-F1, ECE, items/s, the share each cascade step answers."""
+    settings = Settings()
+    config = load_task(task)
+    workdir = output_dir(out, "bench-students")
+    sizes = students_bench.parse_sizes(per_label)
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    for name in chosen:
+        students_bench.student_task(config, name)  # fail early on a bad name
+    results = students_bench.run_students_bench(
+        config,
+        config.name,
+        read_examples(train, config),
+        read_examples(test, config),
+        chosen,
+        sizes,
+        dev_per_label=dev_per_label,
+        workdir=workdir,
+        cache_dir=settings.cache_dir,
+        batch_size=settings.batch_size,
+        threads=settings.encoder_threads,
+        progress=lambda: TrainProgressBars(transient=True),
+        report=lambda line: err.print(f"[dim]{line}[/]"),
+    )
+    targets = students_bench.targets(results)
+    title = f"{config.name}: {len(read_examples(test, config))} test items"
+    students_bench.plot(results, title, workdir / "students.png")
+    payload = {
+        "results": [r.as_dict() for r in results],
+        "targets": [t.as_dict() for t in targets],
+    }
+    (workdir / "result.json").write_text(json.dumps(payload, indent=2))
+
+    table = Table(title=f"bench students: {title}, batch {settings.batch_size}")
+    columns = ("per label", "student", "train items", "accuracy", "macro-F1", "ECE")
+    for column in (*columns, "items/s", "1 text (ms)", "answered by step"):
+        table.add_column(
+            column, justify="left" if column in ("student", "answered by step") else "right"
+        )
+    for r in results:
+        shares = ", ".join(f"{step} {share:.0%}" for step, share in r.shares.items())
+        table.add_row(
+            r.per_label,
+            r.student,
+            f"{r.train_items:,}",
+            f"{r.accuracy:.3f}",
+            f"{r.macro_f1:.3f}",
+            f"{r.ece:.3f}",
+            f"{r.items_per_s:,.0f}",
+            f"{r.single_ms:.2f}",
+            shares if len(r.shares) > 1 else "",
+        )
+    wide = Console(width=max(Console().width, 132))
+    wide.print(table)
+    for target in targets:
+        wide.print(target.text())
+    err.print(f"wrote {workdir / 'result.json'} and {workdir / 'students.png'}")

@@ -123,7 +123,10 @@ def build_annotator(spec: str, task: TaskConfig, settings: Settings) -> Processo
 
 class TrainProgressBars:
     """Rich bars, one per epoch (ending with its loss and held-out score) or other stage
-    (the encoder's embedding and head fitting)."""
+    (the encoder's embedding and head fitting); `transient` ones vanish when done."""
+
+    def __init__(self, transient: bool = False) -> None:
+        self.transient = transient
 
     def __enter__(self):
         self.progress = Progress(
@@ -133,6 +136,7 @@ class TrainProgressBars:
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             console=errors,
+            transient=self.transient,
         )
         self.progress.__enter__()
         self.bars: dict[tuple[str, int], Any] = {}
