@@ -640,7 +640,7 @@ def write_meta(model_dir: Path, meta: ModelMeta) -> None:
 def with_speed(report: TrainReport, heldout: Sequence[LabelledText]) -> TrainReport:
     """Measure the saved model as the worker will run it: loaded from disk, batches of 256."""
     student = load_student(report.out_dir)
-    speed = measure_speed(student, [eg.text for eg in heldout])
+    speed = measure_speed(student, [eg.text for eg in heldout], single_calls=50)
     files = [f for f in report.out_dir.rglob("*") if f.is_file()]
     size = sum(f.stat().st_size for f in files if f.name not in (META_FILE, RELIABILITY_PLOT))
     metrics = {

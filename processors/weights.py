@@ -181,7 +181,7 @@ def check_file(path: Path, sha256: str, what_to_do: str) -> None:
     except FileNotFoundError:
         raise ModelError(f"{path} is missing; {what_to_do}") from None
     if actual != sha256:
-        raise ModelError(f"{path} has sha256 {actual}, expected {sha256}: damaged; {what_to_do}")
+        raise ModelError(f"{path} has sha256 {actual}, expected {sha256}; {what_to_do}")
 
 
 def file_sha256(path: Path) -> str:

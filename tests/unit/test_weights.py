@@ -121,6 +121,6 @@ def test_check_file_names_the_problem_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="missing; retrain"):
         check_file(path, "0" * 64, "retrain")
     path.write_bytes(b"x")
-    with pytest.raises(ModelError, match="expected 0000.*damaged; retrain"):
+    with pytest.raises(ModelError, match="expected 0000.*; retrain"):
         check_file(path, "0" * 64, "retrain")
     check_file(path, hashlib.sha256(b"x").hexdigest(), "retrain")
