@@ -1,6 +1,17 @@
 from __future__ import annotations
 
-from loopline.processors.cascade import AnnotatorRun, alone, best_within_share, cascade_point
+import numpy as np
+
+from loopline.processors.cascade import (
+    NEVER,
+    AnnotatorRun,
+    alone,
+    answering_step,
+    best_within_share,
+    cascade_point,
+    choose_thresholds,
+    lowest_safe_threshold,
+)
 from loopline.processors.data import LabelledText
 from loopline.schemas import Annotation, TaskConfig
 
@@ -51,3 +62,43 @@ def test_best_within_share_picks_the_most_accurate_cheap_enough_point():
     best = best_within_share(points, max_share=0.5)
     assert best is not None and best.threshold == 0.9
     assert best_within_share(points, max_share=0.1) is None
+
+
+# students by cost ---------------------------------------------------------------------------
+
+
+def test_the_first_step_sure_enough_answers():
+    confidence = [np.array([0.95, 0.5, 0.5, 0.99]), np.array([0.2, 0.8, 0.3, 0.1]), np.ones(4)]
+    assert answering_step(confidence, [0.9, 0.7]).tolist() == [0, 1, 2, 0]
+    assert answering_step(confidence, [NEVER, NEVER]).tolist() == [2, 2, 2, 2]
+
+
+def test_a_step_keeps_items_while_it_is_as_accurate_as_the_rest():
+    confidence = np.array([0.99, 0.97, 0.95, 0.93, 0.91, 0.5])
+    cheap = np.array([1, 1, 1, 0, 1, 0], dtype=bool)
+    rest = np.ones(6, dtype=bool)
+    # Keeping the three most confident items costs nothing; the fourth is wrong.
+    assert lowest_safe_threshold(confidence, cheap, rest, 0.9, tolerance=0.0) == 0.95
+    # Allowing one error in six (tolerance 1/6) keeps everything at or above the floor.
+    assert lowest_safe_threshold(confidence, cheap, rest, 0.9, tolerance=0.17) == 0.91
+    # Never below the floor, and NEVER when even the surest item is wrong.
+    assert lowest_safe_threshold(confidence, cheap, rest, 0.96, tolerance=1.0) == 0.97
+    assert lowest_safe_threshold(confidence, ~rest, rest, 0.0, tolerance=0.0) == NEVER
+
+
+def test_tied_confidences_are_kept_or_passed_on_together():
+    confidence = np.array([0.95, 0.95, 0.95])
+    cheap = np.array([1, 1, 0], dtype=bool)
+    rest = np.ones(3, dtype=bool)
+    assert lowest_safe_threshold(confidence, cheap, rest, 0.9, tolerance=0.0) == NEVER
+    assert lowest_safe_threshold(confidence, cheap, rest, 0.9, tolerance=0.34) == 0.95
+
+
+def test_thresholds_are_chosen_from_the_last_step_back():
+    confidence = [np.array([0.99, 0.92, 0.92]), np.array([0.99, 0.99, 0.5]), np.ones(3)]
+    correct = [np.array([1, 0, 1], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
+    first, second = choose_thresholds(confidence, correct, floor=0.9, tolerance=0.0)
+    # The middle step keeps its two sure items (both right); the first step is then judged
+    # against that cascade and keeps only its 0.99 item.
+    assert second == 0.99 and first == 0.99
+    assert answering_step(confidence, [first, second]).tolist() == [0, 1, 2]

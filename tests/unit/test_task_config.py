@@ -9,6 +9,7 @@ import pytest
 from loopline.processors.data import read_examples
 from loopline.processors.training import student_architecture, textcat_model
 from loopline.schemas import ConfigError, TaskConfig, load_task
+from loopline.schemas.task import StudentConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TASKS = ["banking77", "wnut17", "snips"]
@@ -102,3 +103,16 @@ def test_bad_task_files_say_what_is_wrong(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_task(path)
+
+
+def test_a_cascade_names_two_or_more_different_steps():
+    cascade = StudentConfig(architecture="cascade", steps=["bow", "encoder"])
+    assert cascade.steps == ["bow", "encoder"] and cascade.cascade_tolerance == 0.02
+    for bad in (
+        {"architecture": "cascade", "steps": ["bow"]},
+        {"architecture": "cascade", "steps": ["bow", "bow"]},
+        {"architecture": "bow", "steps": ["bow", "encoder"]},
+        {"architecture": "cascade", "steps": ["bow", "spancat"]},
+    ):
+        with pytest.raises(ValueError):
+            StudentConfig(**bad)
