@@ -167,9 +167,7 @@ class Student:
         """Load a model directory; with `task`, refuse a model made for another task or labels,
         and keep only as many label scores per annotation as the task's messages carry."""
         path = Path(path)
-        meta = read_meta(path)
-        if task is not None:
-            check_matches_task(meta, task, path)
+        meta = read_meta(path, task)
         if not (path / PIPELINE_DIR).is_dir():
             raise ModelError(f"{path}: no {PIPELINE_DIR}/ directory; retrain with `loopline train`")
         try:
@@ -243,8 +241,9 @@ def make_student(path: Path, task: TaskConfig | None = None) -> Student:
 # model directory ----------------------------------------------------------------------------
 
 
-def read_meta(path: Path) -> ModelMeta:
-    """`loopline.json` of a model directory, with errors that say how to get a usable one."""
+def read_meta(path: Path, task: TaskConfig | None = None) -> ModelMeta:
+    """`loopline.json` of a model directory, with errors that say how to get a usable one;
+    with `task`, refuse a model made for another task or labels."""
     if not path.is_dir():
         raise ModelError(
             f"{path}: no model directory there; train one with "
@@ -268,6 +267,8 @@ def read_meta(path: Path) -> ModelMeta:
             f"{meta_path}: model format {meta.format}, this loopline reads {MODEL_FORMAT}; "
             "retrain the model with this version"
         )
+    if task is not None:
+        check_matches_task(meta, task, path)
     return meta
 
 

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from loopline.processors.encoder.student import EncoderStudent
 from loopline.processors.registry import processors
-from loopline.processors.student import ModelMeta, Student, check_matches_task, read_meta
+from loopline.processors.student import ModelMeta, Student, read_meta
 from loopline.schemas import Annotation, LooplineError, ModelError, TaskConfig
 from loopline.schemas.messages import Source
 from loopline.schemas.task import TaskKind
@@ -96,9 +96,7 @@ class StudentCascade:
         cls, path: str | Path, task: TaskConfig | None = None, *, threads: int = 0
     ) -> StudentCascade:
         path = Path(path)
-        meta = read_meta(path)
-        if task is not None:
-            check_matches_task(meta, task, path)
+        meta = read_meta(path, task)
         if len(meta.steps) < 2 or any(s.threshold is None for s in meta.steps[:-1]):
             raise ModelError(
                 f"{path}: a cascade needs at least two steps, each but the last with a "

@@ -29,7 +29,6 @@ from loopline.processors.registry import processors
 from loopline.processors.student import (
     Calibration,
     ModelMeta,
-    check_matches_task,
     decode_exclusive,
     decode_multilabel,
     read_meta,
@@ -102,9 +101,7 @@ class EncoderStudent:
         """Load a model directory, checking its encoder files against their sha256; with
         `task`, refuse a model made for another task or labels."""
         path = Path(path)
-        meta = read_meta(path)
-        if task is not None:
-            check_matches_task(meta, task, path)
+        meta = read_meta(path, task)
         spec = _spec_of(meta, path)
         files = path / ENCODER_DIR
         fix = "the model directory is damaged: retrain with `loopline train`"
