@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-# transformers warns at import that torch is missing; loopline never needs torch.
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-import onnxruntime  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 BATCH_SIZE = 32
 """Texts per forward pass: measured fastest on 2 busy cores for short texts (length-sorted)."""
@@ -34,7 +32,15 @@ SPECIAL_TOKENS = {
 
 
 def load_tokenizer(path: Path, max_length: int) -> PreTrainedTokenizerFast:
-    """The fast tokenizer of a ``tokenizer.json`` (BERT's special tokens, truncation)."""
+    """The fast tokenizer of a ``tokenizer.json`` (BERT's special tokens, truncation).
+
+    transformers is imported here, not with the module: it takes seconds and ~40 MB, which
+    workers of spaCy students should not pay. It warns at import that torch is missing;
+    loopline never needs torch.
+    """
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_file=str(path), model_max_length=max_length, **SPECIAL_TOKENS
     )
@@ -49,6 +55,8 @@ class SentenceEncoder:
     """
 
     def __init__(self, model: Path, tokenizer: Path, *, max_length: int, threads: int = 0):
+        import onnxruntime  # here for the same reason as transformers in `load_tokenizer`
+
         self.max_length = max_length
         self.tokenizer = load_tokenizer(tokenizer, max_length)
         options = onnxruntime.SessionOptions()

@@ -16,12 +16,6 @@ from rich.table import Table
 
 from loopline.processors.encoder.models import ENCODERS, EncoderFiles, EncoderSpec, encoder_spec
 from loopline.processors.encoder.models import fetch_encoder as fetch_files
-from loopline.processors.encoder.reference import (
-    FIDELITY_TEXTS,
-    ReferenceBert,
-    check_fidelity,
-)
-from loopline.processors.encoder.runtime import SentenceEncoder
 from loopline.streams.codec import text_from_line
 from loopline.streams.settings import Settings
 
@@ -59,6 +53,14 @@ def verify(
 ) -> None:
     """The fidelity check: the ONNX model's pooled vectors against a numpy forward pass of
     the official safetensors, on the same token ids; exits 1 unless every cosine >= 0.998."""
+    # Imported here: numpy BERT, safetensors and the runtime are not needed by other commands.
+    from loopline.processors.encoder.reference import (
+        FIDELITY_TEXTS,
+        ReferenceBert,
+        check_fidelity,
+    )
+    from loopline.processors.encoder.runtime import SentenceEncoder
+
     spec = encoder_spec(encoder)
     files = fetch_files(spec, Settings().cache_dir, reference=True)
     _print_files(spec, files)
