@@ -20,7 +20,8 @@ def clusters(labels_per_item: list[list[str]], seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     direction = {x: rng.normal(size=16) for x in "abc"}
     noise = 0.3 * rng.normal(size=(len(labels_per_item), 16))
-    vectors = np.array([sum(direction[x] for x in labels) for labels in labels_per_item]) + noise
+    vectors = np.array([sum((direction[x] for x in ls), np.zeros(16)) for ls in labels_per_item])
+    vectors += noise
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
