@@ -127,11 +127,10 @@ def fit_head(
     if on_progress:
         on_progress(TrainProgress(1, 1, 0, 1, stage="fit head"))
     weights = np.array([eg.weight for eg in examples])
-    labels = task.label_names
     if task.kind == "textcat":
         head = _exclusive_head(task, vectors, examples, weights)
     else:
-        head = LinearHead(*_binary_heads(task, vectors, examples, weights, labels), exclusive=False)
+        head = _binary_head(task, vectors, examples, weights)
     if on_progress:
         on_progress(TrainProgress(1, 1, 1, 1, stage="fit head"))
     return head
@@ -160,17 +159,13 @@ def _exclusive_head(
     return LinearHead(full_weights, full_bias, exclusive=True)
 
 
-def _binary_heads(
-    task: TaskConfig,
-    vectors: np.ndarray,
-    examples: Sequence[LabelledText],
-    weights: np.ndarray,
-    labels: list[str],
-) -> tuple[np.ndarray, np.ndarray]:
+def _binary_head(
+    task: TaskConfig, vectors: np.ndarray, examples: Sequence[LabelledText], weights: np.ndarray
+) -> LinearHead:
     """One logistic model per label; a label always on (or off) in the data gets a constant
     logit from its smoothed frequency."""
     rows, biases = [], []
-    for label in labels:
+    for label in task.label_names:
         gold = np.array([label in eg.labels for eg in examples])
         if gold.all() or not gold.any():
             share = (gold.sum() + 0.5) / (len(gold) + 1.0)
@@ -180,7 +175,7 @@ def _binary_heads(
         model = _logistic(task).fit(vectors, gold, sample_weight=weights)
         rows.append(model.coef_[0])
         biases.append(float(model.intercept_[0]))
-    return np.vstack(rows), np.array(biases)
+    return LinearHead(np.vstack(rows), np.array(biases), exclusive=False)
 
 
 def _logistic(task: TaskConfig) -> LogisticRegression:
