@@ -34,6 +34,7 @@ class TaskTopics:
     predictions: faust.TopicT
     llm: faust.TopicT
     review: faust.TopicT
+    answers: faust.TopicT
     corrections: faust.TopicT
     models: faust.TopicT
     deadletter: faust.TopicT
