@@ -50,7 +50,9 @@ class Message(BaseModel):
 class TextIn(Message):
     """A raw text written to the `texts` topic by a producer."""
 
-    id: ItemId = Field(default="", description="Item id; derived from the text when absent or empty.")
+    id: ItemId = Field(
+        default="", description="Item id; derived from the text when absent or empty."
+    )
     text: str = Field(description="The text to annotate.")
     meta: dict[str, Any] = Field(
         default_factory=dict, description="Passed through untouched to every output."
