@@ -1,0 +1,131 @@
+"""Helpers for review tests: review items on Kafka, a review service as a process, tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from kafka import KafkaProducer
+
+from loopline.schemas import Annotation, RoutedItem, Span, Suggestion, TaskConfig, TextIn
+from loopline.streams.codec import encode
+from loopline.streams.local.services import port_is_free
+from loopline.streams.topics import ensure_topics
+from tests.fixtures.services import free_port
+from tests.integration.streaming import EXAMPLES, kafka_at, run_cli
+
+
+def review_items(task: TaskConfig, n: int, example: str = "banking77") -> list[RoutedItem]:
+    """n items as the annotate and teach agents route them: gold label in meta, a student
+    suggestion (and, for every other item, an LLM one)."""
+    rows = [
+        json.loads(line)
+        for line in (EXAMPLES / example / "test.jsonl").read_text().split("\n")
+        if line
+    ]
+    labels = list(task.labels)
+    items = []
+    for i in range(n):
+        row = rows[i % len(rows)]
+        text = TextIn(id=f"item-{i}", text=row["text"], meta={"gold": row.get("label")})
+        if task.kind == "ner":
+            spans = [Span(**s, score=0.6) for s in row.get("spans", [])[:1]]
+            student = Annotation(spans=spans, confidence=0.4)
+            llm = Annotation(spans=[Span(**s) for s in row.get("spans", [])], confidence=0.7)
+        else:
+            wrong = labels[(i + 1) % len(labels)]
+            student = Annotation(labels=[wrong], scores={wrong: 0.41}, confidence=0.41)
+            first = row.get("label") or row.get("accept", [labels[0]])[0]
+            llm = Annotation(labels=[first], scores={first: 0.8}, confidence=0.8)
+        suggestions = [Suggestion(source="student", model_version="bow-1", annotation=student)]
+        if i % 2 == 0:
+            suggestions.append(Suggestion(source="llm", model_version="qwen/v1", annotation=llm))
+        items.append(
+            RoutedItem(
+                id=text.id,
+                task=task.name,
+                item=text,
+                route="review",
+                suggestions=suggestions,
+                reason="llm_disagrees" if i % 2 == 0 else "low_confidence_no_llm",
+                detail="the student and the LLM disagree" if i % 2 == 0 else "student unsure",
+                priority=round(1 - student.confidence, 3),
+            )
+        )
+    return items
+
+
+def send_review_items(bootstrap: str, task: TaskConfig, items: list[RoutedItem]) -> None:
+    ensure_topics(kafka_at(bootstrap), task)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    for item in items:
+        producer.send(task.topic("review"), key=item.id.encode(), value=encode(item))
+    producer.flush()
+    producer.close()
+
+
+def add_token(env: dict, name: str, role: str = "reviewer") -> str:
+    result = run_cli("review", "token", "add", name, "--role", role, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+class ServiceProcess:
+    """`loopline review serve` in a process of its own, as a user runs it."""
+
+    def __init__(self, task_file: Path, env: dict, log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.task_file, self.env, self.log = task_file, env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> ServiceProcess:
+        assert port_is_free(self.port)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loopline.streams.cli",
+                "review",
+                "serve",
+                "--task",
+                str(self.task_file),
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process and self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).json()["ready"]:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"service not ready: {self.log.read_text()[-3000:]}"
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
