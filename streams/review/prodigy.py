@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loopline.schemas import InvalidAnswer, RoutedItem, Span, TaskConfig, TextIn
+from loopline.schemas import Annotation, InvalidAnswer, RoutedItem, Span, TaskConfig, TextIn
 from loopline.streams.review.validation import CheckedAnswer, check_answer
 
 
@@ -33,13 +33,15 @@ def export_record(item: RoutedItem, task: TaskConfig) -> dict[str, Any]:
         "reason": item.reason,
         "detail": item.detail,
         "priority": item.priority,
-        **{
-            f"{s.source}": ", ".join(s.annotation.labels) or f"{len(s.annotation.spans)} spans"
-            for s in item.suggestions
-        },
+        **{s.source: _summary(s.annotation) for s in item.suggestions},
         **item.item.meta,
     }
     return record
+
+
+def _summary(annotation: Annotation) -> str:
+    said = ", ".join(annotation.labels) or f"{len(annotation.spans)} spans"
+    return f"{said} ({annotation.confidence:.2f})"
 
 
 @dataclass(frozen=True)
