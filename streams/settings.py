@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="Compacted topic with the hashes of reviewers' API tokens, shared by "
         "every review service.",
     )
+    review_write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the review service waits for Kafka to acknowledge an answer "
+        "before it answers 503.",
+    )
 
     batch_size: int = Field(default=256, ge=1, description="Most items the student sees at once.")
     batch_window_s: float = Field(

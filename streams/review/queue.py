@@ -78,7 +78,8 @@ local function reclaim_expired(now)
   local expired = redis.call('ZRANGEBYSCORE', k('leases'), '-inf', now, 'LIMIT', 0, 200)
   for _, lease in ipairs(expired) do
     local id = drop_lease(lease)
-    if id then requeue(id) end
+    -- an answer half-written under it is finished by the outbox sweep, not answered again
+    if id and redis.call('EXISTS', k('write:' .. lease .. ':0')) == 0 then requeue(id) end
   end
 end
 local function mark_decided(id, key)

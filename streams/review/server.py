@@ -27,8 +27,6 @@ from loopline.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
-# Outbox entries older than this were left by a crashed or failed attempt: finish them.
-SWEEP_AFTER_S = 20.0
 
 
 @contextlib.asynccontextmanager
@@ -114,10 +112,13 @@ def build(settings: Settings, task: TaskConfig, *, write_timeout_s: float = 10.0
 
 
 async def _sweep(service: ReviewService) -> None:
+    """Finish outbox entries a crashed or failed attempt left: older than any write in
+    flight can be."""
+    older_than_s = service.writer.timeout_s + 5.0
     while True:
-        await asyncio.sleep(SWEEP_AFTER_S / 4)
+        await asyncio.sleep(2.0)
         try:
-            finished = await service.flush_outbox(SWEEP_AFTER_S)
+            finished = await service.flush_outbox(older_than_s)
         except Exception as exc:  # Kafka still down: try again next round
             log.warning("outbox sweep: %s", exc)
             continue
@@ -137,5 +138,5 @@ async def _crash_on_error(work, name: str) -> None:  # noqa: ANN001 (a coroutine
 
 
 def serve(settings: Settings, task: TaskConfig, host: str, port: int) -> None:
-    app = build(settings, task)
+    app = build(settings, task, write_timeout_s=settings.review_write_timeout_s)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -129,3 +130,73 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def records(bootstrap: str, task: TaskConfig, role: str) -> list:
+    """(key, decoded JSON value) of every record on one of the task's topics."""
+    from loopline.streams.topics import read_to_end
+
+    return [
+        (r.key.decode(), json.loads(r.value))
+        for r in read_to_end(kafka_at(bootstrap), task.topic(role))
+    ]
+
+
+class Api:
+    """A blocking client for tests: `status, body = api.get(path)`; paths under the task."""
+
+    def __init__(self, url: str, token: str | None, task: str) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=30)
+        self.prefix = f"/api/v1/tasks/{task}/"
+
+    def get(self, rest: str, **params):
+        response = self.http.get(self.prefix + rest, params=params)
+        return response.status_code, _body(response)
+
+    def post(self, rest: str, body=None, **kwargs):
+        response = self.http.post(self.prefix + rest, json=body, **kwargs)
+        return response.status_code, _body(response)
+
+    def next(self, n: int = 1) -> list[dict]:
+        status, body = self.get("queue/next", n=n)
+        assert status == 200, body
+        return body["items"]
+
+    def answer(self, leased: dict, decision: str = "accept", labels=None, spans=None):
+        body = {
+            "lease_id": leased["lease_id"],
+            "id": leased["item"]["id"],
+            "decision": decision,
+            "labels": labels if labels is not None else [],
+            "spans": spans or [],
+        }
+        return self.post("answers", body)
+
+
+def _body(response: httpx.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def gold_label(leased: dict) -> str:
+    return leased["item"]["item"]["meta"]["gold"]
+
+
+def pid_listening_on(port: int) -> int:
+    """The process listening on a local TCP port (from Linux's /proc), e.g. the Kafka broker."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                return int(fd.parts[2])
+        except OSError:
+            continue
+    raise LookupError(f"no process listens on port {port}")
