@@ -28,7 +28,6 @@ from loopline.streams.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 
-
 @contextlib.asynccontextmanager
 async def review_parts(
     settings: Settings,

@@ -15,9 +15,10 @@ from kafka import KafkaProducer
 from loopline.schemas import Annotation, RoutedItem, Span, Suggestion, TaskConfig, TextIn
 from loopline.streams.codec import encode
 from loopline.streams.local.services import port_is_free
+from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
 from tests.fixtures.services import free_port
-from tests.integration.streaming import EXAMPLES, kafka_at, run_cli
+from tests.integration.streaming import EXAMPLES, kafka_at
 
 
 def review_items(task: TaskConfig, n: int, example: str = "banking77") -> list[RoutedItem]:
@@ -70,9 +71,10 @@ def send_review_items(bootstrap: str, task: TaskConfig, items: list[RoutedItem])
 
 
 def add_token(env: dict, name: str, role: str = "reviewer") -> str:
-    result = run_cli("review", "token", "add", name, "--role", role, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    """A reviewer's token, made in-process (the CLI command is tested on its own)."""
+    from loopline.streams.review.tokens import add_token as make_token
+
+    return make_token(Settings(kafka_bootstrap=env["LOOPLINE_KAFKA_BOOTSTRAP"]), name, role)
 
 
 class ServiceProcess:

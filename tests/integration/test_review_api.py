@@ -53,9 +53,10 @@ def review(tmp_path, kafka_bootstrap, redis_url, unique_prefix):
     started: list[ServiceProcess] = []
 
     def start(n: int = 6, example: str = "banking77", **overrides) -> Review:
+        extra_env = overrides.pop("env", {})
         task_file = write_task(tmp_path, unique_prefix, example, **overrides)
         task = load_task(task_file)
-        env = service_env(kafka_bootstrap, redis_url, tmp_path, **overrides.pop("env", {}))
+        env = service_env(kafka_bootstrap, redis_url, tmp_path, **extra_env)
         send_review_items(kafka_bootstrap, task, review_items(task, n, example))
         name = f"ana-{uuid.uuid4().hex[:6]}"
         token = add_token(env, name)
