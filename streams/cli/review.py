@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Reviewers' API tokens (only a hash is stored).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 TaskOption = Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")]
 

@@ -38,9 +38,15 @@ class Ingest:
         self.ready = asyncio.Event()
         self._catch_up: dict[TopicPartition, int] = {}
         self._roles = {task.topic(role): role for role in ROLES}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run` to return after the step in progress (cancelling it mid-way can leave a
+        Redis call hanging)."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        """Follow the topics until cancelled (the consumer must be started)."""
+        """Follow the topics until `stop` (the consumer must be started)."""
         # aiokafka has no public call that loads partition metadata for assigned topics.
         cluster = await self.consumer._client.fetch_all_metadata()
         partitions = []
@@ -50,7 +56,7 @@ class Ingest:
                 raise ServiceError(f"topic {topic} does not exist; the service creates it at start")
             partitions += [TopicPartition(topic, p) for p in sorted(numbers)]
         self.consumer.assign(partitions)
-        while True:
+        while not self._stopping.is_set():
             await self.step(partitions)
 
     async def step(self, partitions: list[TopicPartition]) -> None:

@@ -69,13 +69,14 @@ async def caught_up(settings: Settings, task: TaskConfig) -> AsyncIterator[Revie
         following = asyncio.create_task(ingest.run())
         ready = asyncio.create_task(ingest.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         if following.done():
             following.result()  # the ingest failed: raise its error
         try:
             yield service
         finally:
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
+            ingest.stop()
+            await following
 
 
 def build(settings: Settings, task: TaskConfig, *, write_timeout_s: float = 10.0) -> FastAPI:
@@ -103,7 +104,8 @@ def build(settings: Settings, task: TaskConfig, *, write_timeout_s: float = 10.0
             try:
                 yield
             finally:
-                for loop in loops:
+                ingest.stop()
+                for loop in loops[1:]:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
 
