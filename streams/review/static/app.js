@@ -174,6 +174,7 @@ function render() {
   const { leased, edit } = state.current;
   const item = leased.item;
   showOnly("review");
+  $("card").dataset.id = item.id;
   $("reason").textContent = item.reason;
   $("detail").textContent = item.detail;
   $("editing").hidden = !edit;
