@@ -151,25 +151,40 @@ return 1
 """
 )
 
-# ARGV: ns, lease, reviewer, id, now_ms, min_ttl_ms -> when it was granted (ms) if held (and
-# then kept for at least min_ttl so the answer can be written), 0 if not
-_CHECK_LEASE = (
+# Everything answering needs, in one round trip. ARGV: ns, lease, reviewer, id, now_ms,
+# min_ttl_ms -> {routed json list, done json or '', outbox entry or '', granted ms (0 if the
+# lease is not held by the reviewer for the item; it then lasts at least min_ttl more),
+# {reviewer, answer...}, decided key or ''}
+_PREPARE = (
     _PRELUDE
     + """
 local lease, reviewer, id, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local done = redis.call('GET', k('done:' .. lease))
+local in_flight = redis.call('GET', k('write:' .. lease .. ':0'))
+local granted = 0
 local expires = tonumber(redis.call('ZSCORE', k('leases'), lease) or '0')
-if expires <= now then return 0 end
-local held = redis.call('HMGET', k('lease:' .. lease), 'id', 'reviewer')
-if held[1] ~= id or held[2] ~= reviewer then return 0 end
-if expires < now + tonumber(ARGV[6]) then
-  redis.call('ZADD', k('leases'), now + tonumber(ARGV[6]), lease)
+if expires > now then
+  local held = redis.call('HMGET', k('lease:' .. lease), 'id', 'reviewer', 'granted')
+  if held[1] == id and held[2] == reviewer then
+    granted = tonumber(held[3])
+    if expires < now + tonumber(ARGV[6]) then
+      redis.call('ZADD', k('leases'), now + tonumber(ARGV[6]), lease)
+    end
+  end
 end
-return tonumber(redis.call('HGET', k('lease:' .. lease), 'granted'))
+return {
+  redis.call('LRANGE', k('routed:' .. id), 0, -1),
+  done or '',
+  in_flight or '',
+  granted,
+  redis.call('HGETALL', k('answers:' .. id)),
+  redis.call('HGET', k('decided'), id) or '',
+}
 """
 )
 
-# ARGV: ns, write_id, now_ms, payload -> the payload stored under write_id (this one, or an
-# earlier attempt's: a retry sends exactly the same bytes)
+# ARGV: ns, write_id, now_ms, payload -> false when stored now, or the payload an earlier
+# attempt stored under write_id (a retry sends exactly the same bytes)
 _BEGIN_WRITE = (
     _PRELUDE
     + """
@@ -177,7 +192,7 @@ local stored = redis.call('GET', k('write:' .. ARGV[2]))
 if stored then return stored end
 redis.call('SET', k('write:' .. ARGV[2]), ARGV[4])
 redis.call('ZADD', k('outbox'), ARGV[3], ARGV[2])
-return ARGV[4]
+return false
 """
 )
 
@@ -340,6 +355,16 @@ class AppliedAnswer:
     offset: int = -1
 
 
+@dataclass(frozen=True)
+class Prepared:
+    item: RoutedItem | None
+    done: dict[str, Any] | None
+    in_flight: dict[str, Any] | None
+    granted_ms: int
+    answers: list[HeldAnswer]
+    decided: str | None
+
+
 class Rebuilding(Exception):
     """The projection is being rebuilt from the topics; nothing can be leased yet."""
 
@@ -358,7 +383,7 @@ class ReviewQueue:
         self._lease = register(_LEASE)
         self._renew = register(_RENEW)
         self._release = register(_RELEASE)
-        self._check = register(_CHECK_LEASE)
+        self._prepare = register(_PREPARE)
         self._begin = register(_BEGIN_WRITE)
         self._apply_answers = register(_APPLY_ANSWERS)
         self._apply_review = register(_APPLY_REVIEW)
@@ -395,11 +420,25 @@ class ReviewQueue:
         """1 released (the item is pending again), 0 not held, -1 someone else's."""
         return int(await self._run(self._release, lease_id, reviewer, now_ms()))
 
-    async def hold(self, lease_id: str, reviewer: str, item_id: str, min_s: float) -> int:
-        """When `reviewer` was granted `lease_id` for `item_id` (ms; 0 if they do not hold
-        it); a held lease then lasts at least `min_s` more."""
-        return int(
-            await self._run(self._check, lease_id, reviewer, item_id, now_ms(), int(min_s * 1000))
+    async def prepare(self, lease_id: str, reviewer: str, item_id: str, min_s: float) -> Prepared:
+        """What answering `item_id` under `lease_id` needs to know, in one round trip; a
+        lease the reviewer holds then lasts at least `min_s` more."""
+        routed, done, in_flight, granted, answers, decided = await self._run(
+            self._prepare, lease_id, reviewer, item_id, now_ms(), int(min_s * 1000)
+        )
+        held = [
+            HeldAnswer.parse(_text(name), _text(raw))
+            for name, raw in zip(answers[::2], answers[1::2])
+        ]
+        return Prepared(
+            item=merge_routed([RoutedItem.model_validate_json(r) for r in routed])
+            if routed
+            else None,
+            done=json.loads(done) if done else None,
+            in_flight=json.loads(in_flight) if in_flight else None,
+            granted_ms=int(granted),
+            answers=sorted(held, key=lambda a: (a.time_ms, a.reviewer)),
+            decided=_text(decided) or None,
         )
 
     async def leased_item(self, item_id: str) -> RoutedItem | None:
@@ -408,25 +447,10 @@ class ReviewQueue:
 
     # answers ----------------------------------------------------------------------------
 
-    async def answers_of(self, item_id: str) -> list[HeldAnswer]:
-        """Every reviewer's current answer to an item, oldest first."""
-        raw = await self.client.hgetall(self.key(f"answers:{item_id}"))
-        held = [HeldAnswer.parse(_text(r), _text(v)) for r, v in raw.items()]
-        return sorted(held, key=lambda a: (a.time_ms, a.reviewer))
-
-    async def decided_key(self, item_id: str) -> str | None:
-        value = await self.client.hget(self.key("decided"), item_id)
-        return _text(value) if value is not None else None
-
-    async def done(self, lease_id: str) -> dict[str, Any] | None:
-        """What the answer under `lease_id` wrote (for retries and edits), if recent."""
-        raw = await self.client.get(self.key(f"done:{lease_id}"))
-        return json.loads(raw) if raw else None
-
-    async def begin_write(self, write_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Put a write in the outbox, or get the one an earlier attempt put there."""
+    async def begin_write(self, write_id: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Put a write in the outbox; None, or the one an earlier attempt put there."""
         stored = await self._run(self._begin, write_id, now_ms(), json.dumps(payload))
-        return json.loads(stored)
+        return json.loads(stored) if stored else None
 
     async def stored_write(self, write_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(self.key(f"write:{write_id}"))

@@ -8,14 +8,19 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from subprocess import STDOUT, Popen
 
+import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from loopline.schemas import TaskConfig
+from loopline.schemas import ServiceError, TaskConfig
 from loopline.streams.connections import aiokafka_options, redis_client
 from loopline.streams.review.api import ReviewMetrics, create_app
 from loopline.streams.review.ingest import Ingest
@@ -141,3 +146,24 @@ async def _crash_on_error(work, name: str) -> None:  # noqa: ANN001 (a coroutine
 def serve(settings: Settings, task: TaskConfig, host: str, port: int) -> None:
     app = build(settings, task, write_timeout_s=settings.review_write_timeout_s)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def spawn(task_file: Path, port: int, log: Path, env: dict[str, str] | None = None) -> Popen:
+    """`loopline review serve` in a process of its own (benchmarks, tests, the demo)."""
+    command = [sys.executable, "-m", "loopline.streams.cli", "review", "serve"]
+    command += ["--task", str(task_file), "--port", str(port)]
+    return Popen(command, env=env, stdout=log.open("ab"), stderr=STDOUT)
+
+
+def wait_ready(url: str, process: Popen, log: Path, timeout_s: float = 60.0) -> None:
+    """Until the service at `url` says its queue is ready; ServiceError if it dies first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise ServiceError(f"the review service exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).json()["ready"]:
+                return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the review service was not ready in {timeout_s:.0f}s; see {log}")
+        time.sleep(0.2)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,7 +38,6 @@ from loopline.schemas import (
     TaskConfig,
 )
 from loopline.schemas.messages import AnswerDecision, ItemId
-from loopline.streams.codec import encode
 from loopline.streams.outputs import REVISION
 from loopline.streams.review.agreement import (
     answer_key,
@@ -48,7 +47,14 @@ from loopline.streams.review.agreement import (
     percent_agreement,
     suggestion_kept,
 )
-from loopline.streams.review.queue import AppliedAnswer, HeldAnswer, Lease, ReviewQueue, now_ms
+from loopline.streams.review.queue import (
+    AppliedAnswer,
+    HeldAnswer,
+    Lease,
+    Prepared,
+    ReviewQueue,
+    now_ms,
+)
 from loopline.streams.review.validation import CheckedAnswer, check_answer
 
 log = logging.getLogger(__name__)
@@ -165,48 +171,48 @@ class ReviewService:
 
     # answers ----------------------------------------------------------------------------
 
-    async def answer(self, reviewer: Reviewer, request: AnswerRequest) -> dict[str, Any]:
-        """Write an answer and return what was written; a retry returns the same without
-        writing; a different answer under an answered lease is an edit (undo)."""
-        item = await self.queue.leased_item(request.id)
-        if item is None:
+    async def answer(self, reviewer: Reviewer, request: AnswerRequest) -> str:
+        """Write an answer and return what was written (the response's JSON); a retry
+        returns the same without writing; a different answer under an answered lease is an
+        edit (undo)."""
+        lease_id = request.lease_id
+        known = await self.queue.prepare(lease_id, reviewer.name, request.id, self.write_margin_s)
+        if known.item is None:
             raise LeaseNotHeld(f"no item {request.id!r} in the review queue of {self.task.name}")
         checked = check_answer(
             self.task,
-            item.item.text,
+            known.item.item.text,
             request.decision,
             request.labels,
             [Span(**span.model_dump()) for span in request.spans],
         )
         key = answer_key(checked.decision, checked.labels, checked.spans)
-        done = await self.queue.done(request.lease_id)
-        if done is not None:
-            if done["reviewer"] != reviewer.name or done["id"] != request.id:
-                raise LeaseNotHeld(f"lease {request.lease_id} was answered by someone else")
-            if done["key"] == key:
-                return done["response"]
-            return await self._write(reviewer, request.lease_id, done["edit"] + 1, item, checked)
-        in_flight = await self.queue.stored_write(f"{request.lease_id}:0")
-        if in_flight is not None:
-            if in_flight["done"]["key"] != key or in_flight["reviewer"] != reviewer.name:
+        if known.done is not None:
+            if known.done["reviewer"] != reviewer.name or known.done["id"] != request.id:
+                raise LeaseNotHeld(f"lease {lease_id} was answered by someone else")
+            if known.done["key"] == key:
+                return known.done["response"]
+            return await self._write(reviewer, lease_id, known.done["edit"] + 1, known, checked)
+        if known.in_flight is not None:
+            if (
+                known.in_flight["done"]["key"] != key
+                or known.in_flight["reviewer"] != reviewer.name
+            ):
                 raise LeaseNotHeld(
-                    f"an earlier answer under lease {request.lease_id} is still being written; "
+                    f"an earlier answer under lease {lease_id} is still being written; "
                     "retry that request unchanged"
                 )
-            return await self._finish(in_flight)
-        granted = await self.queue.hold(
-            request.lease_id, reviewer.name, request.id, self.write_margin_s
-        )
-        if not granted:
+            return await self._finish(known.in_flight)
+        if not known.granted_ms:
             raise LeaseNotHeld(
-                f"lease {request.lease_id} for {request.id!r} is not held by {reviewer.name}: "
+                f"lease {lease_id} for {request.id!r} is not held by {reviewer.name}: "
                 "it expired, was released, or is for another item; take the next item"
             )
-        return await self._write(reviewer, request.lease_id, 0, item, checked, granted)
+        return await self._write(reviewer, lease_id, 0, known, checked)
 
     async def import_answer(
         self, reviewer: str, item: RoutedItem, checked: CheckedAnswer
-    ) -> dict[str, Any] | None:
+    ) -> str | None:
         """An answer given elsewhere (Prodigy JSONL): written like any other, once; None
         when this very answer was imported before."""
         key = answer_key(checked.decision, checked.labels, checked.spans)
@@ -214,22 +220,23 @@ class ReviewService:
         lease_id = f"import:{digest}"
         if await self.queue.is_applied(f"{lease_id}:0"):
             return None
-        return await self._write(Reviewer(reviewer, "reviewer"), lease_id, 0, item, checked)
+        known = await self.queue.prepare(lease_id, reviewer, item.id, 0)
+        known = replace(known, item=item, granted_ms=0)
+        return await self._write(Reviewer(reviewer, "reviewer"), lease_id, 0, known, checked)
 
     async def _write(
         self,
         reviewer: Reviewer,
         lease_id: str,
         edit: int,
-        item: RoutedItem,
+        known: Prepared,
         checked: CheckedAnswer,
-        granted_ms: int = 0,
-    ) -> dict[str, Any]:
-        payload = await self._compose(reviewer, lease_id, edit, item, checked, granted_ms)
-        stored = await self.queue.begin_write(payload["write_id"], payload)
-        return await self._finish(stored)
+    ) -> str:
+        payload = self._compose(reviewer, lease_id, edit, known, checked)
+        earlier = await self.queue.begin_write(payload["write_id"], payload)
+        return await self._finish(earlier or payload)
 
-    async def _finish(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _finish(self, payload: dict[str, Any]) -> str:
         """Send an outbox entry's records, then apply it: the response only after Kafka."""
         await self.writer.write(
             [
@@ -260,16 +267,17 @@ class ReviewService:
                 finished += 1
         return finished
 
-    async def _compose(
+    def _compose(
         self,
         reviewer: Reviewer,
         lease_id: str,
         edit: int,
-        item: RoutedItem,
+        known: Prepared,
         checked: CheckedAnswer,
-        granted_ms: int,
     ) -> dict[str, Any]:
         """The outbox entry of one answer: its messages, the projection update, the response."""
+        item = known.item
+        assert item is not None
         key = answer_key(checked.decision, checked.labels, checked.spans)
         now = now_ms()
         time = datetime.fromtimestamp(now / 1000, tz=UTC)
@@ -280,11 +288,12 @@ class ReviewService:
             suggestion_kept(key, item.suggestions),
             now,
         )
-        votes = [a for a in await self.queue.answers_of(item.id) if a.reviewer != reviewer.name]
+        votes = [a for a in known.answers if a.reviewer != reviewer.name]
         votes = sorted([*votes, mine], key=lambda a: (a.time_ms, a.reviewer))
         winner = decide([vote.key for vote in votes], self.task.review.overlap)
-        if edit and winner == await self.queue.decided_key(item.id):
+        if edit and winner == known.decided:
             winner = None  # an edit that leaves the decision as it was writes no new label
+        granted_ms = known.granted_ms
         answer = Answer(
             id=item.id,
             task=self.task.name,
@@ -305,10 +314,10 @@ class ReviewService:
             records.append(("corrections", correction.key, correction))
             if prediction is not None:
                 records.append(("predictions", item.id, prediction))
-        response = {
-            "answer": answer.model_dump(mode="json"),
-            "correction": correction.model_dump(mode="json") if correction else None,
-        }
+        encoded = [(role, k, m.model_dump_json()) for role, k, m in records]
+        # the response is the messages as written, in JSON, without encoding them again
+        correction_json = encoded[1][2] if correction is not None else "null"
+        response = f'{{"answer":{encoded[0][2]},"correction":{correction_json}}}'
         return {
             "write_id": f"{lease_id}:{edit}",
             "lease_id": lease_id,
@@ -317,7 +326,7 @@ class ReviewService:
             "decision": checked.decision,
             "held": mine.compact(),
             "decided": winner or "",
-            "records": [(role, k, encode(m).decode("utf-8")) for role, k, m in records],
+            "records": encoded,
             "done": {
                 "reviewer": reviewer.name,
                 "id": item.id,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,8 +13,10 @@ from kafka import KafkaProducer
 from loopline.schemas import Annotation, RoutedItem, Span, Suggestion, TaskConfig, TextIn
 from loopline.streams.codec import encode
 from loopline.streams.local.services import port_is_free
+from loopline.streams.review import server
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
+from loopline.streams.worker import stop_process
 from tests.fixtures.services import free_port
 from tests.integration.streaming import EXAMPLES, kafka_at
 
@@ -88,36 +88,9 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         assert port_is_free(self.port)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loopline.streams.cli",
-                "review",
-                "serve",
-                "--task",
-                str(self.task_file),
-                "--port",
-                str(self.port),
-            ],
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_ready(timeout_s)
+        self.process = server.spawn(self.task_file, self.port, self.log, self.env)
+        server.wait_ready(self.url, self.process, self.log, timeout_s)
         return self
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert self.process and self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).json()["ready"]:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"service not ready: {self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -125,13 +98,8 @@ class ServiceProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, grace_s=20)
 
 
 def records(bootstrap: str, task: TaskConfig, role: str) -> list:
