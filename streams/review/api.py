@@ -92,6 +92,17 @@ class ReviewMetrics:
             registry=registry,
         )
 
+        self.items = Gauge(
+            "loopline_review_queue_items",
+            "Review items by state (refreshed every few seconds).",
+            ["task", "state"],
+            registry=registry,
+        )
+
+    def queue_sizes(self, counts: dict[str, Any]) -> None:
+        for state in ("pending", "leased", "decided"):
+            self.items.labels(self.task, state).set(counts[state])
+
     def answered(self, decision: str) -> None:
         self.answers.labels(self.task, decision).inc()
 

@@ -82,6 +82,15 @@ local function reclaim_expired(now)
     if id and redis.call('EXISTS', k('write:' .. lease .. ':0')) == 0 then requeue(id) end
   end
 end
+-- 1 when the lease is held (by `reviewer`, unless it is ''), 0 when not held, -1 someone else's
+local function held_by(lease, reviewer, now)
+  local expires = tonumber(redis.call('ZSCORE', k('leases'), lease) or '0')
+  if expires <= now then return 0 end
+  if reviewer ~= '' and redis.call('HGET', k('lease:' .. lease), 'reviewer') ~= reviewer then
+    return -1
+  end
+  return 1
+end
 local function mark_decided(id, key)
   redis.call('HSET', k('decided'), id, key)
   redis.call('ZREM', k('pending'), id)
@@ -124,12 +133,9 @@ return out
 _RENEW = (
     _PRELUDE
     + """
-local lease, reviewer, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local expires = tonumber(redis.call('ZSCORE', k('leases'), lease) or '0')
-if expires <= now then return 0 end
-if reviewer ~= '' and redis.call('HGET', k('lease:' .. lease), 'reviewer') ~= reviewer then
-  return -1
-end
+local lease, now = ARGV[2], tonumber(ARGV[4])
+local held = held_by(lease, ARGV[3], now)
+if held ~= 1 then return held end
 redis.call('ZADD', k('leases'), now + tonumber(ARGV[5]), lease)
 return now + tonumber(ARGV[5])
 """
@@ -139,12 +145,9 @@ return now + tonumber(ARGV[5])
 _RELEASE = (
     _PRELUDE
     + """
-local lease, reviewer, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local expires = tonumber(redis.call('ZSCORE', k('leases'), lease) or '0')
-if expires <= now then return 0 end
-if reviewer ~= '' and redis.call('HGET', k('lease:' .. lease), 'reviewer') ~= reviewer then
-  return -1
-end
+local lease = ARGV[2]
+local held = held_by(lease, ARGV[3], tonumber(ARGV[4]))
+if held ~= 1 then return held end
 local id = drop_lease(lease)
 if id then requeue(id) end
 return 1

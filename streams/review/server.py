@@ -103,7 +103,7 @@ def build(settings: Settings, task: TaskConfig, *, write_timeout_s: float = 10.0
             loops = [
                 asyncio.create_task(_crash_on_error(ingest.run(), "ingest")),
                 asyncio.create_task(_crash_on_error(tokens.run(), "tokens")),
-                asyncio.create_task(_crash_on_error(_sweep(service), "outbox sweep")),
+                asyncio.create_task(_crash_on_error(_sweep(service, metrics), "outbox sweep")),
             ]
             await tokens.caught_up.wait()
             try:
@@ -117,13 +117,14 @@ def build(settings: Settings, task: TaskConfig, *, write_timeout_s: float = 10.0
     return create_app(task, store, metrics, lifespan=lifespan)
 
 
-async def _sweep(service: ReviewService) -> None:
-    """Finish outbox entries a crashed or failed attempt left: older than any write in
-    flight can be."""
+async def _sweep(service: ReviewService, metrics: ReviewMetrics) -> None:
+    """Finish outbox entries a crashed or failed attempt left (older than any write in
+    flight can be); refresh the queue's gauges."""
     older_than_s = service.writer.timeout_s + 5.0
     while True:
         await asyncio.sleep(2.0)
         try:
+            metrics.queue_sizes(await service.queue.counts())
             finished = await service.flush_outbox(older_than_s)
         except Exception as exc:  # Kafka still down: try again next round
             log.warning("outbox sweep: %s", exc)

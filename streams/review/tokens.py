@@ -19,14 +19,14 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from loopline.schemas import ConfigError, ServiceError
+from loopline.schemas import ConfigError
 from loopline.streams.connections import aiokafka_options, kafka_options
 from loopline.streams.settings import Settings
-from loopline.streams.topics import read_to_end
+from loopline.streams.topics import admin_client, read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,7 @@ class TokenStore:
 
 def ensure_tokens_topic(settings: Settings) -> None:
     """The compacted tokens topic: one partition, as many replicas as brokers allow (<= 3)."""
-    try:
-        admin = KafkaAdminClient(**kafka_options(settings), client_id="loopline-admin")
-    except KafkaError as exc:
-        raise ServiceError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); start it with "
-            "`loopline infra up` or set LOOPLINE_KAFKA_BOOTSTRAP"
-        ) from None
+    admin = admin_client(settings)
     try:
         if settings.review_tokens_topic in admin.list_topics():
             return

@@ -168,6 +168,7 @@ def test_bad_requests_get_clean_errors_and_the_service_keeps_going(review):
     assert "/api/v1/tasks/{task}/queue/next" in paths and "/api/v1/tasks/{task}/answers" in paths
     metrics = httpx.get(f"{url}/metrics").text
     assert "loopline_review_request_seconds_count" in metrics
+    assert "loopline_review_queue_items" in metrics
     assert r.api().next()  # still serving
 
 
