@@ -65,6 +65,8 @@ class ReviewBenchResult:
     ratio: float
     acked_writers_answers_per_s: float
     ratio_to_acked_writers: float
+    service_cpu_ms_per_answer: float
+    reviewers_cpu_ms_per_answer: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -200,9 +202,12 @@ def run_review_bench(
         asyncio.run(_until_pending(url, tokens[0], task, items))
         report(f"{items} items pending; {reviewers} reviewers start")
         tally = Tally()
+        cpu_before = (_cpu_seconds(process.pid), time.process_time())
         started = time.perf_counter()
         asyncio.run(_everyone(url, tokens, task, tally))
         seconds = time.perf_counter() - started
+        service_cpu = _cpu_seconds(process.pid) - cpu_before[0]
+        reviewers_cpu = time.process_time() - cpu_before[1]
     finally:
         stop_process(process, grace_s=20)
 
@@ -245,6 +250,8 @@ def run_review_bench(
         ratio=round(answers_per_s / (raw / per_answer), 3),
         acked_writers_answers_per_s=round(acked / per_answer, 1),
         ratio_to_acked_writers=round(answers_per_s / (acked / per_answer), 3),
+        service_cpu_ms_per_answer=round(service_cpu * 1000 / max(answers, 1), 2),
+        reviewers_cpu_ms_per_answer=round(reviewers_cpu * 1000 / max(answers, 1), 2),
     )
     return result, tally
 
@@ -294,6 +301,12 @@ async def _until_pending(url: str, token: str, task: TaskConfig, items: int) -> 
 
 async def _everyone(url: str, tokens: list[str], task: TaskConfig, tally: Tally) -> None:
     await asyncio.gather(*(reviewer(url, token, task, tally) for token in tokens))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from Linux's /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -217,5 +217,9 @@ def review(
         f"{result.acked_writers_answers_per_s:,.0f} answers/s",
     )
     table.add_row("ratio service / acknowledged writers", f"{result.ratio_to_acked_writers:.2f}")
+    table.add_row(
+        "CPU per answer: service / scripted reviewers (ms)",
+        f"{result.service_cpu_ms_per_answer:.2f} / {result.reviewers_cpu_ms_per_answer:.2f}",
+    )
     Console().print(table)
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'latency.png'}")
