@@ -3,70 +3,14 @@
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from loopline.schemas import TaskConfig, load_task
-from tests.integration.reviewing import (
-    Api,
-    ServiceProcess,
-    add_token,
-    gold_label,
-    records,
-    review_items,
-    send_review_items,
-)
-from tests.integration.streaming import run_cli, service_env, write_task
+from tests.integration.reviewing import Api, gold_label, review_items, send_review_items
+from tests.integration.streaming import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Review:
-    task: TaskConfig
-    task_file: Path
-    env: dict
-    bootstrap: str
-    service: ServiceProcess
-    token: str
-    name: str
-
-    def api(self, token: str | None = "") -> Api:
-        return Api(self.service.url, self.token if token == "" else token, self.task.name)
-
-    def reviewer(self, role: str = "reviewer") -> tuple[str, Api]:
-        name = f"{role}-{uuid.uuid4().hex[:6]}"
-        return name, self.api(add_token(self.env, name, role))
-
-    def topic(self, role: str) -> list:
-        return records(self.bootstrap, self.task, role)
-
-
-@pytest.fixture
-def review(tmp_path, kafka_bootstrap, redis_url, unique_prefix):
-    """start(n, example, **task overrides): a task of this test's own with n review items,
-    a running service and a reviewer token."""
-    started: list[ServiceProcess] = []
-
-    def start(n: int = 6, example: str = "banking77", **overrides) -> Review:
-        extra_env = overrides.pop("env", {})
-        task_file = write_task(tmp_path, unique_prefix, example, **overrides)
-        task = load_task(task_file)
-        env = service_env(kafka_bootstrap, redis_url, tmp_path, **extra_env)
-        send_review_items(kafka_bootstrap, task, review_items(task, n, example))
-        name = f"ana-{uuid.uuid4().hex[:6]}"
-        token = add_token(env, name)
-        service = ServiceProcess(task_file, env, tmp_path / "service.log").start()
-        started.append(service)
-        return Review(task, task_file, env, kafka_bootstrap, service, token, name)
-
-    yield start
-    for service in started:
-        service.stop()
 
 
 def test_answers_are_on_kafka_when_the_response_comes(review):

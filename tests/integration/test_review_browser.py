@@ -12,7 +12,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.integration.reviewing import review_items
-from tests.integration.test_review_api import review  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +73,7 @@ def wait_saved(page: Page, count: int) -> None:
     expect(page.locator("#history li.failed")).to_have_count(0)
 
 
-def test_twenty_items_by_keyboard_alone_with_undo(review, browser, tmp_path):  # noqa: F811
+def test_twenty_items_by_keyboard_alone_with_undo(review, browser, tmp_path):
     r = review(22)
     gold = {item.id: item.item.meta["gold"] for item in review_items(r.task, 22)}
     page = open_page(browser, r.service.url, r.token)
@@ -126,7 +125,7 @@ def test_twenty_items_by_keyboard_alone_with_undo(review, browser, tmp_path):  #
     assert len(edits) == 1 and len(r.topic("answers")) == 21
 
 
-def test_a_bad_token_gets_the_401_screen(review, browser, tmp_path):  # noqa: F811
+def test_a_bad_token_gets_the_401_screen(review, browser, tmp_path):
     r = review(1)
     page = browser.new_page()
     page.goto(r.service.url)
@@ -145,7 +144,7 @@ def test_a_bad_token_gets_the_401_screen(review, browser, tmp_path):  # noqa: F8
     expect(page.locator("#help")).to_be_hidden()
 
 
-def test_multilabel_toggles_by_key_and_mouse(review, browser, tmp_path):  # noqa: F811
+def test_multilabel_toggles_by_key_and_mouse(review, browser, tmp_path):
     r = review(2, example="snips", kind="textcat_multilabel")
     page = open_page(browser, r.service.url, r.token)
     item = current_id(page)
@@ -163,7 +162,7 @@ def test_multilabel_toggles_by_key_and_mouse(review, browser, tmp_path):  # noqa
     assert [(a["id"], a["labels"]) for a in answers] == [(item, [extra])]
 
 
-def test_ner_spans_by_mouse(review, browser, tmp_path):  # noqa: F811
+def test_ner_spans_by_mouse(review, browser, tmp_path):
     r = review(2, example="wnut17")
     page = open_page(browser, r.service.url, r.token)
     item = current_id(page)

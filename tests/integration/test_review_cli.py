@@ -8,12 +8,11 @@ import pytest
 
 from tests.integration.reviewing import review_items
 from tests.integration.streaming import run_cli
-from tests.integration.test_review_api import review  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
 
-def test_tokens_export_and_idempotent_import(review, tmp_path):  # noqa: F811
+def test_tokens_export_and_idempotent_import(review, tmp_path):
     r = review(5)
     added = run_cli("review", "token", "add", f"zoe-{r.name}", "--role", "admin", env=r.env)
     assert added.returncode == 0, added.stderr

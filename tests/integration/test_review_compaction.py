@@ -17,7 +17,6 @@ from loopline.streams.agents.teach import teach_outputs
 from loopline.streams.codec import encode
 from tests.integration.reviewing import gold_label, records
 from tests.integration.streaming import write_task
-from tests.integration.test_review_api import review  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ AGGRESSIVE = {
 
 
 def test_a_later_silver_answer_never_replaces_a_gold_label(
-    review,  # noqa: F811
+    review,
     kafka_bootstrap,
     tmp_path,
     unique_prefix,

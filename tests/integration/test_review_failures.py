@@ -19,7 +19,6 @@ from tests.integration.reviewing import (
     add_token,
     pid_listening_on,
 )
-from tests.integration.test_review_api import review  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +52,7 @@ def by_id(pairs):
     return grouped
 
 
-def test_two_instances_never_lease_one_item_twice(review, tmp_path):  # noqa: F811
+def test_two_instances_never_lease_one_item_twice(review, tmp_path):
     r = review(60)
     second = ServiceProcess(r.task_file, r.env, tmp_path / "second.log").start()
     try:
@@ -80,7 +79,7 @@ def test_two_instances_never_lease_one_item_twice(review, tmp_path):  # noqa: F8
     assert sorted(k for k, _ in corrections) == sorted(acked)
 
 
-def test_redis_flushed_the_queue_is_rebuilt_without_decided_items(review, redis_url):  # noqa: F811
+def test_redis_flushed_the_queue_is_rebuilt_without_decided_items(review, redis_url):
     r = review(10)
     api = r.api()
     answered = []
@@ -106,7 +105,7 @@ def test_redis_flushed_the_queue_is_rebuilt_without_decided_items(review, redis_
     assert stats["reviewers"][r.name]["answers"] == 4
 
 
-def test_sigkill_mid_answers_loses_nothing_acknowledged(review, tmp_path):  # noqa: F811
+def test_sigkill_mid_answers_loses_nothing_acknowledged(review, tmp_path):
     r = review(40, review={"lease_ttl_s": 4})
     tokens = [add_token(r.env, f"k{i}-{r.name}") for i in range(4)]
     leased, acked = [], []
@@ -156,7 +155,7 @@ def test_sigkill_mid_answers_loses_nothing_acknowledged(review, tmp_path):  # no
     assert all(len(versions) == 1 for versions in answers.values())
 
 
-def test_kafka_unresponsive_answers_503_and_a_retry_writes_once(review, kafka_bootstrap):  # noqa: F811
+def test_kafka_unresponsive_answers_503_and_a_retry_writes_once(review, kafka_bootstrap):
     r = review(3, env={"LOOPLINE_REVIEW_WRITE_TIMEOUT_S": "3"})
     api = r.api()
     leased = api.next(n=1)[0]
