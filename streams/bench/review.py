@@ -1,12 +1,14 @@
 """`loopline bench review`: scripted reviewers over HTTP against a real review service, with
 the raw Kafka produce rate of the same messages, measured in the same run, as the baseline.
 
-The service runs as `loopline review serve` in a process of its own; K reviewers (asyncio,
-one HTTP connection each) take one item at a time and answer it with its suggestion until
-the queue is empty. Afterwards every acknowledged answer is looked up on Kafka (lost: must
-be 0), leases are counted per item (double leases: must be 0), and the records the service
-wrote are produced again, raw, to a scratch topic by one aiokafka producer configured like
-the service's: that rate is what Kafka alone allows on this machine.
+The service runs as `loopline review serve` in processes of its own (`instances` of them on
+one Redis, reviewers spread over them); K reviewers (asyncio, one HTTP connection each) take
+one item at a time and answer it with its suggestion until the queue is empty. Afterwards
+every acknowledged answer is looked up on Kafka (lost: must be 0), leases are counted per
+item (double leases: must be 0), and the records the service wrote are produced again, raw,
+to a scratch topic by one aiokafka producer configured like the service's: all at once
+(what Kafka can take) and by K writers each awaiting one answer's acknowledgements (what
+the service does). CPU time per answer is read from /proc for the service and the reviewers.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from loopline.streams.worker import stop_process
 class ReviewBenchResult:
     items: int
     reviewers: int
+    instances: int
     answers: int
     seconds: float
     answers_per_s: float
@@ -177,6 +180,7 @@ def run_review_bench(
     workdir: Path,
     port: int,
     report: Callable[[str], None],
+    instances: int = 1,
 ) -> tuple[ReviewBenchResult, Tally]:
     run_id = uuid.uuid4().hex[:8]
     task = bench_task(task, f"review-{run_id}")
@@ -187,29 +191,32 @@ def run_review_bench(
     asyncio.run(_send(settings, task.topic("review"), backlog))
     tokens = [add_token(settings, f"bench-{run_id}-{i}", "reviewer") for i in range(reviewers)]
 
-    if not port_is_free(port):
-        raise ConfigError(f"port {port} is taken; pass --port")
+    ports = list(range(port, port + instances))
+    if not all(port_is_free(p) for p in ports):
+        raise ConfigError(f"ports {ports[0]}-{ports[-1]} are not all free; pass --port")
     env = {
         **os.environ,
         "LOOPLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "LOOPLINE_REDIS_URL": settings.redis_url,
     }
-    log = workdir / "service.log"
-    process = server.spawn(task_file, port, log, env)
-    url = f"http://127.0.0.1:{port}"
+    logs = [workdir / f"service-{p}.log" for p in ports]
+    processes = [server.spawn(task_file, p, log, env) for p, log in zip(ports, logs)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        server.wait_ready(url, process, log)
-        asyncio.run(_until_pending(url, tokens[0], task, items))
-        report(f"{items} items pending; {reviewers} reviewers start")
+        for url, process, log in zip(urls, processes, logs):
+            server.wait_ready(url, process, log)
+        asyncio.run(_until_pending(urls[0], tokens[0], task, items))
+        report(f"{items} items pending; {reviewers} reviewers start on {instances} instance(s)")
         tally = Tally()
-        cpu_before = (_cpu_seconds(process.pid), time.process_time())
+        cpu_before = (sum(_cpu_seconds(p.pid) for p in processes), time.process_time())
         started = time.perf_counter()
-        asyncio.run(_everyone(url, tokens, task, tally))
+        asyncio.run(_everyone(urls, tokens, task, tally))
         seconds = time.perf_counter() - started
-        service_cpu = _cpu_seconds(process.pid) - cpu_before[0]
+        service_cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu_before[0]
         reviewers_cpu = time.process_time() - cpu_before[1]
     finally:
-        stop_process(process, grace_s=20)
+        for process in processes:
+            stop_process(process, grace_s=20)
 
     report("checking every acknowledged answer on Kafka")
     written = {role: read_to_end(settings, task.topic(role)) for role in ("answers", "corrections")}
@@ -235,6 +242,7 @@ def run_review_bench(
     result = ReviewBenchResult(
         items=items,
         reviewers=reviewers,
+        instances=instances,
         answers=answers,
         seconds=round(seconds, 2),
         answers_per_s=round(answers_per_s, 1),
@@ -299,8 +307,11 @@ async def _until_pending(url: str, token: str, task: TaskConfig, items: int) -> 
             await asyncio.sleep(0.2)
 
 
-async def _everyone(url: str, tokens: list[str], task: TaskConfig, tally: Tally) -> None:
-    await asyncio.gather(*(reviewer(url, token, task, tally) for token in tokens))
+async def _everyone(urls: list[str], tokens: list[str], task: TaskConfig, tally: Tally) -> None:
+    """Every reviewer at once, spread over the service instances."""
+    await asyncio.gather(
+        *(reviewer(urls[i % len(urls)], token, task, tally) for i, token in enumerate(tokens))
+    )
 
 
 def _cpu_seconds(pid: int) -> float:

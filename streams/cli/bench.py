@@ -171,7 +171,10 @@ def review(
     data: Annotated[
         Path | None, typer.Option(help="JSONL texts (default: test.jsonl beside the task).")
     ] = None,
-    port: Annotated[int, typer.Option(help="Port for the review service.")] = 8790,
+    instances: Annotated[int, typer.Option(help="Review service processes sharing one Redis.")] = 1,
+    port: Annotated[
+        int, typer.Option(help="Port of the first review service (the next ones follow).")
+    ] = 8790,
     out: Annotated[
         Path | None, typer.Option(help="Where to write result.json and latency.png.")
     ] = None,
@@ -192,11 +195,15 @@ def review(
         workdir,
         port,
         report=lambda line: err.print(f"[dim]{line}[/]"),
+        instances=instances,
     )
     plot_latencies(tally, result, workdir / "latency.png")
     (workdir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
 
-    table = Table(title=f"bench review: {config.name}, {items} items, {reviewers} reviewers")
+    table = Table(
+        title=f"bench review: {config.name}, {items} items, {reviewers} reviewers, "
+        f"{instances} service instance(s)"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("answers/s (over HTTP, acknowledged by Kafka)", f"{result.answers_per_s:,.0f}")
@@ -218,7 +225,7 @@ def review(
     )
     table.add_row("ratio service / acknowledged writers", f"{result.ratio_to_acked_writers:.2f}")
     table.add_row(
-        "CPU per answer: service / scripted reviewers (ms)",
+        "CPU per answer: service(s) / scripted reviewers (ms)",
         f"{result.service_cpu_ms_per_answer:.2f} / {result.reviewers_cpu_ms_per_answer:.2f}",
     )
     Console().print(table)
