@@ -87,6 +87,10 @@ async function start() {
   $("task-name").textContent = `${state.task.name} (${state.task.kind})`;
   $("progress").hidden = false;
   showStatus("Loading items…");
+  if (!renewLeases.started) {
+    renewLeases.started = true;
+    setTimeout(renewLeases, Math.min(60, state.task.lease_ttl_s / 3) * 1000);
+  }
   await refill();
   if (!state.current) advance();
   refreshLeft();
@@ -148,9 +152,8 @@ function preselected(item) {
   return latest ? latest.annotation : { labels: [], spans: [] };
 }
 
-// leases live while the page is open; given back when it closes
-setInterval(async () => {
-  if (!state.task) return;
+// leases live while the page is open (renewed at a third of their time); given back when it closes
+async function renewLeases() {
   const held = [...state.buffer, ...(state.current && !state.current.edit ? [state.current.leased] : [])];
   for (const leased of held) {
     try { await api("POST", taskPath(`leases/${leased.lease_id}/renew`)); }
@@ -158,7 +161,8 @@ setInterval(async () => {
       if (error.status === 409) state.buffer = state.buffer.filter((b) => b !== leased);
     }
   }
-}, 60000);
+  setTimeout(renewLeases, Math.min(60, state.task.lease_ttl_s / 3) * 1000);
+}
 
 window.addEventListener("pagehide", () => {
   if (!state.task) return;
