@@ -125,8 +125,8 @@ def test_twenty_items_by_keyboard_alone_with_undo(review, browser, tmp_path):
     assert len(edits) == 1 and len(r.topic("answers")) == 21
 
 
-def test_a_bad_token_gets_the_401_screen(review, browser, tmp_path):
-    r = review(1)
+def test_a_bad_token_gets_the_401_screen_then_textcat_by_mouse(review, browser, tmp_path):
+    r = review(2)
     page = browser.new_page()
     page.goto(r.service.url)
     page.locator("#token-input").fill("llr_not-a-real-token")
@@ -135,13 +135,23 @@ def test_a_bad_token_gets_the_401_screen(review, browser, tmp_path):
     expect(page.locator("#review")).to_be_hidden()
     page.screenshot(path=tmp_path / "401.png")
     page.locator("#token-input").fill(r.token)
-    page.keyboard.press("Enter")
+    page.locator("#login button").click()
     expect(page.locator("#review")).to_be_visible()
     # the help overlay lists the keys
     page.keyboard.press("?")
     expect(page.locator("#help")).to_contain_text("Backspace")
     page.keyboard.press("Escape")
     expect(page.locator("#help")).to_be_hidden()
+    # the mouse alone: pick a label, accept; then reject the next one
+    item = current_id(page)
+    page.locator("#label-list li").nth(3).click()
+    chosen = page.locator("#label-list li.on .name").all_inner_texts()
+    page.locator("#accept").click()
+    second = next_item(page, item)
+    page.locator("#reject").click()
+    wait_saved(page, 2)
+    answers = {v["id"]: (v["decision"], v["labels"]) for _, v in r.topic("answers")}
+    assert answers == {item: ("accept", chosen), second: ("reject", [])}
 
 
 def test_multilabel_toggles_by_key_and_mouse(review, browser, tmp_path):
