@@ -7,6 +7,9 @@ Hierarchy::
     ├── DataError           a line of a JSONL/CSV data file cannot be used
     ├── InputError          a Kafka message cannot be accepted (it goes to deadletter)
     ├── ModelError          a model directory is missing, incomplete or for another task
+    ├── ReviewError         a review request cannot be done (the API answers 4xx)
+    │   ├── InvalidAnswer       the answer does not fit the task (422)
+    │   └── LeaseNotHeld        the lease expired, was released, or is someone else's (409)
     └── ServiceError        Kafka, Redis, the LLM server or a tool they need is not there
         └── LLMError        an LLM call gave no usable answer
             ├── LLMUnavailable    down, timing out, rate-limited, or circuit open
@@ -40,6 +43,18 @@ class InputError(LooplineError):
 
 class ModelError(LooplineError):
     """A model directory is missing, incomplete or made for another task."""
+
+
+class ReviewError(LooplineError):
+    """A review request cannot be done; the message says why and what to do instead."""
+
+
+class InvalidAnswer(ReviewError):
+    """An answer does not fit the task (labels, spans, decision): nothing was written."""
+
+
+class LeaseNotHeld(ReviewError):
+    """The lease expired, was released, or belongs to another reviewer or item."""
 
 
 class ServiceError(LooplineError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,20 @@ SCHEMA_VERSION = 1
 
 Source = Literal["student", "llm", "human"]
 Route = Literal["llm", "review"]
+AnswerDecision = Literal["accept", "reject", "ignore"]
+
+ItemId = Annotated[
+    str,
+    Field(
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Free text without control characters (they separate key parts on "
+        "compacted topics).",
+    ),
+]
+# Silver corrections are keyed `<id><KEY_SEPARATOR>llm`: ids hold no control characters, so
+# such a key can never equal a gold key (the bare id) on the compacted `corrections` topic.
+KEY_SEPARATOR = "\x1f"
 
 
 def content_id(text: str) -> str:
@@ -36,10 +50,8 @@ class Message(BaseModel):
 class TextIn(Message):
     """A raw text written to the `texts` topic by a producer."""
 
-    id: str = Field(
-        default="",
-        max_length=200,
-        description="Item id; derived from the text when absent or empty.",
+    id: ItemId = Field(
+        default="", description="Item id; derived from the text when absent or empty."
     )
     text: str = Field(description="The text to annotate.")
     meta: dict[str, Any] = Field(
@@ -155,17 +167,53 @@ class RoutedItem(Message):
 
 
 class Correction(Message):
-    """A gold (human) or silver (LLM) annotation: the source of training and evaluation data."""
+    """A gold (human) or silver (LLM) annotation: the source of training and evaluation data.
 
-    id: str
+    On the compacted `corrections` topic gold is keyed by the item id and silver by a key of
+    its own (`key`), so a later LLM answer can never replace a human label.
+    """
+
+    id: ItemId
     task: str
     text: str
     labels: list[str] = Field(default_factory=list)
     spans: list[Span] = Field(default_factory=list)
-    decision: Literal["accept", "reject", "ignore"] = "accept"
+    decision: AnswerDecision = "accept"
     source: Literal["human", "llm"] = "human"
     reviewer: str = Field(description="Who answered: a person's name or `llm:<model>`.")
     time: datetime
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: the id for gold, `<id>\\x1fllm` for silver (never a gold key)."""
+        return self.id if self.source == "human" else f"{self.id}{KEY_SEPARATOR}{self.source}"
+
+
+class Answer(Message):
+    """One reviewer's answer to one review item, on `answers` (keyed by item id): the audit
+    trail. With `review.overlap` > 1 an item gets several; the decided one becomes a gold
+    Correction."""
+
+    id: ItemId
+    task: str
+    reviewer: str
+    lease_id: str = Field(description="The lease the answer was given under (or `import:...`).")
+    edit: int = Field(
+        default=0, ge=0, description="0 for the first answer under a lease; n for its n-th edit."
+    )
+    decision: AnswerDecision
+    labels: list[str] = Field(default_factory=list)
+    spans: list[Span] = Field(default_factory=list)
+    suggestions: list[Suggestion] = Field(
+        default_factory=list, description="The suggestions the reviewer was shown."
+    )
+    seconds: float = Field(ge=0.0, description="From the lease to the answer.")
+    time: datetime
+
+    @property
+    def answer_id(self) -> str:
+        """Unique per answer message: a retried write repeats it, an edit does not."""
+        return f"{self.lease_id}:{self.edit}"
 
 
 class ModelEvent(Message):
@@ -210,6 +258,7 @@ MESSAGES: tuple[type[Message], ...] = (
     Prediction,
     RoutedItem,
     Correction,
+    Answer,
     ModelEvent,
     DeadLetter,
 )

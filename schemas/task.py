@@ -25,12 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from loopline.schemas.errors import ConfigError
 
 TaskKind = Literal["textcat", "textcat_multilabel", "ner"]
-TopicRole = Literal["texts", "predictions", "llm", "review", "corrections", "models", "deadletter"]
+TopicRole = Literal[
+    "texts", "predictions", "llm", "review", "answers", "corrections", "models", "deadletter"
+]
 TOPIC_SUFFIXES: dict[str, str] = {
     "texts": "texts",
     "predictions": "predictions",
     "llm": "llm.requests",
     "review": "review",
+    "answers": "answers",
     "corrections": "corrections",
     "models": "models",
     "deadletter": "deadletter",
@@ -143,6 +146,21 @@ class LLMTaskConfig(_Section):
     )
 
 
+class ReviewConfig(_Section):
+    overlap: int = Field(
+        default=1,
+        ge=1,
+        description="Answers from distinct reviewers an item needs; when they disagree it "
+        "goes to one more reviewer and the majority decides.",
+    )
+    lease_ttl_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a reviewer holds an item; the page renews it while open, an "
+        "expired lease returns the item to the queue.",
+    )
+
+
 class TaskConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     kind: TaskKind
@@ -160,6 +178,7 @@ class TaskConfig(_Section):
     )
     student: StudentConfig = StudentConfig()
     llm: LLMTaskConfig = LLMTaskConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @model_validator(mode="after")
     def _enough_labels(self) -> TaskConfig:

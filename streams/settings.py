@@ -86,6 +86,18 @@ class Settings(BaseSettings):
         default=0.2, gt=0, description="Longest wait to fill an LLM batch."
     )
 
+    review_tokens_topic: str = Field(
+        default="loopline.review.tokens",
+        description="Compacted topic with the hashes of reviewers' API tokens, shared by "
+        "every review service.",
+    )
+    review_write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the review service waits for Kafka to acknowledge an answer "
+        "before it answers 503.",
+    )
+
     batch_size: int = Field(default=256, ge=1, description="Most items the student sees at once.")
     batch_window_s: float = Field(
         default=0.02, gt=0, description="Longest wait to fill a batch (bounds latency)."

@@ -34,6 +34,7 @@ class TaskTopics:
     predictions: faust.TopicT
     llm: faust.TopicT
     review: faust.TopicT
+    answers: faust.TopicT
     corrections: faust.TopicT
     models: faust.TopicT
     deadletter: faust.TopicT
@@ -56,14 +57,10 @@ def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
     )
 
 
-def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
-    """Create the task's topics that do not exist yet; return the names created.
-
-    Done up front (by `worker` and `produce`) so that partition counts and compaction are
-    what the task says, not whatever the broker's auto-creation would pick.
-    """
+def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
+    """A Kafka admin client, or a ServiceError saying how to get a broker."""
     try:
-        admin = KafkaAdminClient(
+        return KafkaAdminClient(
             **kafka_options(settings),
             client_id="loopline-admin",
             request_timeout_ms=int(timeout_s * 1000),
@@ -73,6 +70,15 @@ def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); start it with "
             "`loopline infra up` or set LOOPLINE_KAFKA_BOOTSTRAP"
         ) from None
+
+
+def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the task's topics that do not exist yet; return the names created.
+
+    Done up front (by `worker` and `produce`) so that partition counts and compaction are
+    what the task says, not whatever the broker's auto-creation would pick.
+    """
+    admin = admin_client(settings, timeout_s)
     try:
         existing = set(admin.list_topics())
         wanted = [

@@ -16,13 +16,14 @@ from loopline.schemas import Correction
 def pick_examples(corrections: Sequence[Correction], limit: int) -> list[Example]:
     """Up to `limit` accepted human corrections, covering as many labels as possible.
 
-    The latest correction of an id wins (as on the compacted topic); silver (LLM) ones are
-    never shown, so the LLM does not learn from itself. Labels take turns, each giving its
+    The latest correction of a key wins (as on the compacted topic, where gold and silver
+    have keys of their own); silver (LLM) ones are never shown, so the LLM does not learn
+    from itself. Labels take turns, each giving its
     oldest example first.
     """
     latest: dict[str, Correction] = {}
     for correction in corrections:
-        latest[correction.id] = correction
+        latest[correction.key] = correction
     accepted = sorted(
         (c for c in latest.values() if c.source == "human" and c.decision == "accept"),
         key=lambda c: (c.time, c.id),

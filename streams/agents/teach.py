@@ -70,7 +70,8 @@ def teach_outputs(
                 annotation=answer.annotation.with_top_scores(task.scores_top_k),
             )
         )
-        outputs.append(Output("corrections", request.id, silver(request, answer, produced_at)))
+        correction = silver(request, answer, produced_at)
+        outputs.append(Output("corrections", correction.key, correction))
     outputs += outputs_for(request.item, suggestions, decision, task)
     return outputs, decision
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import bench, demo, encoder, infra, llm, model, schemas, stream
+from loopline.streams.cli import bench, demo, encoder, infra, llm, model, review, schemas, stream
 
 app = typer.Typer(
     name="loopline",
@@ -32,6 +32,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(llm.app, name="llm")
 app.add_typer(encoder.app, name="encoder")
 app.add_typer(bench.app, name="bench")
+app.add_typer(review.app, name="review")
 
 
 def main() -> None:

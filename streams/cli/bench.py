@@ -18,6 +18,7 @@ from loopline.processors.data import read_examples
 from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, load_task
 from loopline.streams.bench import students as students_bench
+from loopline.streams.bench.review import plot_latencies, run_review_bench
 from loopline.streams.bench.stream import plot_latency, run_stream_bench
 from loopline.streams.bench.teacher import compare, plot, run_llm, run_student
 from loopline.streams.cli.model import TrainProgressBars
@@ -244,3 +245,72 @@ def students(
     for target in targets:
         wide.print(target.text())
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'students.png'}")
+
+
+@app.command()
+def review(
+    task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")],
+    reviewers: Annotated[int, typer.Option(help="Scripted reviewers answering at once.")] = 16,
+    items: Annotated[int, typer.Option(help="Review items to answer.")] = 3000,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL texts (default: test.jsonl beside the task).")
+    ] = None,
+    instances: Annotated[int, typer.Option(help="Review service processes sharing one Redis.")] = 1,
+    port: Annotated[
+        int, typer.Option(help="Port of the first review service (the next ones follow).")
+    ] = 8790,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json and latency.png.")
+    ] = None,
+) -> None:
+    """Review service: answers/s and latencies of scripted reviewers over HTTP, against the
+    raw Kafka produce rate of the same messages."""
+    settings = Settings()
+    config = load_task(task)
+    lines = (data or default_data(task)).read_text(encoding="utf-8").splitlines()
+    examples = [json.loads(line) for line in lines if line.strip()]
+    workdir = output_dir(out, "bench-review")
+    result, tally = run_review_bench(
+        settings,
+        config,
+        examples,
+        items,
+        reviewers,
+        workdir,
+        port,
+        report=lambda line: err.print(f"[dim]{line}[/]"),
+        instances=instances,
+    )
+    plot_latencies(tally, result, workdir / "latency.png")
+    (workdir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
+
+    table = Table(
+        title=f"bench review: {config.name}, {items} items, {reviewers} reviewers, "
+        f"{instances} service instance(s)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("answers/s (over HTTP, acknowledged by Kafka)", f"{result.answers_per_s:,.0f}")
+    table.add_row("next p50 / p99 (ms)", f"{result.next_p50_ms:.1f} / {result.next_p99_ms:.1f}")
+    table.add_row(
+        "answers p50 / p99 (ms)", f"{result.answer_p50_ms:.1f} / {result.answer_p99_ms:.1f}"
+    )
+    table.add_row("double leases (must be 0)", str(result.double_leases))
+    table.add_row("answers lost (must be 0)", str(result.lost))
+    table.add_row(
+        f"baseline: raw Kafka produce ({result.messages_per_answer:.1f} messages per answer)",
+        f"{result.raw_produce_messages_per_s:,.0f} msg/s = "
+        f"{result.raw_produce_answers_per_s:,.0f} answers/s",
+    )
+    table.add_row("ratio service / raw Kafka", f"{result.ratio:.2f}")
+    table.add_row(
+        f"baseline: {reviewers} Kafka writers, each awaiting one answer's acks",
+        f"{result.acked_writers_answers_per_s:,.0f} answers/s",
+    )
+    table.add_row("ratio service / acknowledged writers", f"{result.ratio_to_acked_writers:.2f}")
+    table.add_row(
+        "CPU per answer: service(s) / scripted reviewers (ms)",
+        f"{result.service_cpu_ms_per_answer:.2f} / {result.reviewers_cpu_ms_per_answer:.2f}",
+    )
+    Console().print(table)
+    err.print(f"wrote {workdir / 'result.json'} and {workdir / 'latency.png'}")

@@ -25,7 +25,7 @@ err = Console(stderr=True)
 
 TaskOption = Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")]
 ConsumableTopic = Literal[
-    "texts", "predictions", "llm", "review", "deadletter", "corrections", "models"
+    "texts", "predictions", "llm", "review", "answers", "deadletter", "corrections", "models"
 ]
 
 

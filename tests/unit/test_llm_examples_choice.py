@@ -45,3 +45,10 @@ def test_entities_are_kept_and_the_choice_is_stable():
     assert first == pick_examples(list(reversed(corrections)), limit=2)
     assert first[0].spans == (span,)
     assert pick_examples(corrections, limit=0) == []
+
+
+def test_a_later_silver_answer_does_not_hide_the_gold_one():
+    gold = correction(4, "a")
+    silver = correction(4, "b", source="llm", reviewer="llm:q", time=T0 + timedelta(hours=1))
+    picked = pick_examples([gold, silver], limit=5)
+    assert [(e.text, e.labels) for e in picked] == [("text 4", ("a",))]
