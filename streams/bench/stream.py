@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from loopline.processors.evaluation import measure_speed
 from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
 from loopline.streams.app import group_id
+from loopline.streams.bench import pipe
 from loopline.streams.codec import encode
 from loopline.streams.connections import kafka_options
 from loopline.streams.settings import Settings
@@ -37,8 +39,10 @@ class StreamBenchResult:
     n: int
     workers: int
     in_process_items_per_s: float
+    plain_pipe_items_per_s: float
     end_to_end_items_per_s: float
     ratio: float
+    ratio_to_plain_pipe: float
     latency_rate_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -113,13 +117,24 @@ def produce(
     return sent_ms
 
 
-class Workers:
-    """`loopline worker` processes of one task, as in production: one consumer group."""
+class Consumers:
+    """Processes that consume one task's `texts` in one consumer group: loopline workers, as
+    in production, or the plain pipe."""
 
-    def __init__(self, task_file: Path, model: Path, count: int, workdir: Path) -> None:
-        self.processes = [
-            start_process(task_file, model, workdir / f"worker-{i}.log") for i in range(count)
-        ]
+    def __init__(self, group: str, processes: Sequence[subprocess.Popen]) -> None:
+        self.group = group
+        self.processes = list(processes)
+
+    @classmethod
+    def workers(cls, task: TaskConfig, task_file: Path, model: Path, count: int, workdir: Path):
+        return cls(
+            group_id(task),
+            [start_process(task_file, model, workdir / f"worker-{i}.log") for i in range(count)],
+        )
+
+    @classmethod
+    def plain_pipe(cls, task: TaskConfig, task_file: Path, model: Path, workdir: Path):
+        return cls(pipe.group_id(task), [pipe.start(task_file, model, workdir / "pipe.log")])
 
     def alive(self) -> bool:
         return all(process.poll() is None for process in self.processes)
@@ -133,19 +148,55 @@ class Workers:
             stop_process(process)
 
 
-def wait_until_consuming(
-    settings: Settings,
-    producer: KafkaProducer,
-    watcher: OutputWatcher,
-    task: TaskConfig,
-    workers: Workers,
-) -> None:
-    """Every worker holds partitions, and a probe item goes through."""
-    members = len(workers.processes)
-    wait_for_assignment(settings, group_id(task), task.topic("texts"), members)
-    probe = TextIn(id="bench-probe", text="warm-up")
-    produce(producer, task, [probe])
-    watcher.drain_until({probe.id}, 120, alive=workers.alive)
+class Run:
+    """One task on fresh topics, its consumers, a producer and a watcher of its outputs."""
+
+    def __init__(self, settings: Settings, task: TaskConfig, workdir: Path) -> None:
+        self.settings = settings
+        self.task = task
+        self.task_file = workdir / f"{task.topics.prefix}yml"
+        self.task_file.write_text(yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False))
+        ensure_topics(settings, task)
+        self.producer = KafkaProducer(**kafka_options(settings), linger_ms=2, acks=1)
+        self.watcher = OutputWatcher(settings, task)
+
+    def wait_until_consuming(self, consumers: Consumers) -> None:
+        """Every process holds partitions, and a probe item goes through."""
+        topic = self.task.topic("texts")
+        wait_for_assignment(self.settings, consumers.group, topic, len(consumers.processes))
+        probe = TextIn(id="bench-probe", text="warm-up")
+        produce(self.producer, self.task, [probe])
+        self.watcher.drain_until({probe.id}, 120, alive=consumers.alive)
+
+    def drain_backlog(self, consumers: Consumers, texts: Sequence[str]) -> float:
+        """Items/s through `consumers`, from a backlog of `texts` to the last first output.
+
+        The backlog is written while the consumers are paused, so that this process's
+        producer does not take their CPU; the drain starts when they resume.
+        """
+        self.wait_until_consuming(consumers)
+        backlog = [TextIn(id=f"max-{i}", text=text) for i, text in enumerate(texts)]
+        consumers.send(signal.SIGSTOP)
+        try:
+            sent = produce(self.producer, self.task, backlog)
+        finally:
+            consumers.send(signal.SIGCONT)
+        resumed_ms = time.time() * 1000
+        self.watcher.drain_until(set(sent), 600, alive=consumers.alive)
+        last_output_ms = max(self.watcher.first_output_ms[i] for i in sent)
+        return len(texts) / max((last_output_ms - resumed_ms) / 1000, 1e-3)
+
+    def latencies_ms(self, consumers: Consumers, texts: Sequence[str], rate: float) -> np.ndarray:
+        """Produce-to-output latency of each of `texts`, sent at `rate` items/s."""
+        paced = [TextIn(id=f"lat-{i}", text=text) for i, text in enumerate(texts)]
+        sent = produce(self.producer, self.task, paced, rate_per_s=rate)
+        self.watcher.drain_until(set(sent), 600, alive=consumers.alive)
+        return np.array([self.watcher.first_output_ms[i] - sent[i] for i in sent], dtype=float)
+
+    def close(self) -> None:
+        self.watcher.close()
+        self.producer.close()
+        delete_topics(self.settings, self.task)
 
 
 def run_stream_bench(
@@ -171,49 +222,36 @@ def run_stream_bench(
     del student
 
     run_id = time.strftime("%Y%m%d%H%M%S")
-    bench = bench_task(task, run_id)
-    task_file = workdir / "task.yml"
-    task_file.write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
-    ensure_topics(settings, bench)
-    producer = KafkaProducer(**kafka_options(settings), linger_ms=2, acks=1)
-    watcher = OutputWatcher(settings, bench)
-    report(f"end-to-end: starting {workers} worker(s)")
-    group = Workers(task_file, model, workers, workdir)
+    report("plain pipe: the same work in a bare aiokafka loop")
+    run = Run(settings, bench_task(task, f"{run_id}-pipe"), workdir)
+    consumers = Consumers.plain_pipe(run.task, run.task_file, model, workdir)
     try:
-        wait_until_consuming(settings, producer, watcher, bench, group)
-        report(f"end-to-end: backlog of {n} items through the worker(s)")
-        backlog = [TextIn(id=f"max-{i}", text=t) for i, t in enumerate(pool)]
-        # The backlog is written while the workers are paused, so that this process's
-        # producer does not take their CPU; the drain starts when they resume.
-        group.send(signal.SIGSTOP)
-        try:
-            sent = produce(producer, bench, backlog)
-        finally:
-            group.send(signal.SIGCONT)
-        resumed_ms = time.time() * 1000
-        watcher.drain_until(set(sent), 600, alive=group.alive)
-        last_output_ms = max(watcher.first_output_ms[i] for i in sent)
-        end_to_end = n / max((last_output_ms - resumed_ms) / 1000, 1e-3)
+        plain_pipe = run.drain_backlog(consumers, pool)
+    finally:
+        consumers.stop()
+        run.close()
 
+    report(f"end-to-end: {n} items through {workers} worker(s)")
+    run = Run(settings, bench_task(task, run_id), workdir)
+    consumers = Consumers.workers(run.task, run.task_file, model, workers, workdir)
+    try:
+        end_to_end = run.drain_backlog(consumers, pool)
         rate = end_to_end / 2
         count = max(int(rate * latency_seconds), 100)
         report(f"latency: {count} items at {rate:.0f}/s (half the maximum)")
-        paced = [TextIn(id=f"lat-{i}", text=pool[i % n]) for i in range(count)]
-        sent = produce(producer, bench, paced, rate_per_s=rate)
-        watcher.drain_until(set(sent), 600, alive=group.alive)
-        latencies = np.array([watcher.first_output_ms[i] - sent[i] for i in sent], dtype=float)
+        latencies = run.latencies_ms(consumers, [pool[i % n] for i in range(count)], rate)
     finally:
-        group.stop()
-        watcher.close()
-        producer.close()
-        delete_topics(settings, bench)
+        consumers.stop()
+        run.close()
     np.save(workdir / "latencies_ms.npy", latencies)
     return StreamBenchResult(
         n=n,
         workers=workers,
         in_process_items_per_s=in_process,
+        plain_pipe_items_per_s=plain_pipe,
         end_to_end_items_per_s=end_to_end,
         ratio=end_to_end / in_process,
+        ratio_to_plain_pipe=end_to_end / plain_pipe,
         latency_rate_per_s=rate,
         latency_p50_ms=float(np.percentile(latencies, 50)),
         latency_p99_ms=float(np.percentile(latencies, 99)),

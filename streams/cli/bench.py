@@ -94,7 +94,11 @@ def stream(
     table.add_row(
         "student in-process (items/s, median of 3)", f"{result.in_process_items_per_s:,.0f}"
     )
+    table.add_row(
+        "plain aiokafka pipe, same work (items/s)", f"{result.plain_pipe_items_per_s:,.0f}"
+    )
     table.add_row("end-to-end through Kafka (items/s)", f"{result.end_to_end_items_per_s:,.0f}")
+    table.add_row("ratio end-to-end / plain pipe", f"{result.ratio_to_plain_pipe:.2f}")
     table.add_row("ratio end-to-end / in-process", f"{result.ratio:.2f}")
     table.add_row(
         f"latency p50 at {result.latency_rate_per_s:,.0f}/s (ms)", f"{result.latency_p50_ms:.0f}"
