@@ -1,7 +1,8 @@
 """The Faust app of one task: its consumer group, topics and agents.
 
-All workers of a task share one consumer group (named after the topic prefix), so starting
-another worker is all it takes to split the partitions of `texts` between them.
+All workers of a task share its consumer groups (named after the topic prefix: Faust's for
+the agents, `annotate`'s for its batch intake), so starting another worker is all it takes
+to split the partitions between them.
 """
 
 from __future__ import annotations

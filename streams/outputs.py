@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
-import faust
+from typing import Protocol, TypeVar
 
 from loopline.processors.routing import Decision
 from loopline.schemas import (
@@ -65,7 +63,16 @@ def outputs_for(
     return outputs
 
 
-def outcome(message: faust.types.Message, decision: Decision) -> Outcome:
+class Record(Protocol):
+    """A consumed Kafka message, as Faust (`event.message`) and aiokafka both give it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def outcome(message: Record, decision: Decision) -> Outcome:
     """The ledger entry of a consumed message: where it went, tagged with any review reason."""
     name = {"accept": "prediction", "llm": "llm", "review": "review"}[decision.destination]
     tags = (decision.review_reason,) if decision.review_reason else ()
@@ -73,12 +80,11 @@ def outcome(message: faust.types.Message, decision: Decision) -> Outcome:
 
 
 def decode_batch(
-    events: Sequence[faust.EventT], decode: Callable[[bytes | None], T], task: str, stage: str
-) -> tuple[list[tuple[faust.types.Message, T]], list[Output], list[Outcome]]:
+    messages: Sequence[Record], decode: Callable[[bytes | None], T], task: str, stage: str
+) -> tuple[list[tuple[Record, T]], list[Output], list[Outcome]]:
     """Decoded messages, plus a dead letter (and its ledger entry) for each that failed."""
     valid, letters, outcomes = [], [], []
-    for event in events:
-        message = event.message
+    for message in messages:
         try:
             valid.append((message, decode(message.value)))
         except InputError as error:

@@ -44,8 +44,7 @@ def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
         annotate.AnnotateStage(
             task, topics, student, ledger(redis, task, annotate.STAGE), llm_available=llm_available
         ),
-        batch_size=settings.batch_size,
-        window_s=settings.batch_window_s,
+        settings,
     )
     if llm_available:
         teacher = build_teacher(task, settings, redis, human_examples(settings, task))

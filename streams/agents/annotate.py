@@ -1,8 +1,10 @@
-"""The annotate agent: texts -> decode -> student -> route -> predictions | llm | review.
+"""The annotate stage: texts -> decode -> student -> route -> predictions | llm | review.
 
 Every consumed offset ends as exactly one outcome: a prediction, a routed item, or a dead
-letter. Outputs of a batch are acknowledged by Kafka before its offsets can be committed,
-so a worker killed at any moment loses nothing (it may repeat outputs, byte for byte).
+letter. Outputs of a batch are acknowledged by Kafka before its offsets are committed, so a
+worker killed at any moment loses nothing (it may repeat outputs, byte for byte). It reads
+`texts` in batches through its own intake (see `streams.intake`), in the consumer group
+`<prefix>annotate`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ import faust
 from loopline.processors.protocol import Processor
 from loopline.processors.routing import Decision, audit_draw, route
 from loopline.schemas import Annotation, LooplineError, Suggestion, TaskConfig, TextIn
-from loopline.streams.app import register_batch_agent
+from loopline.streams.app import crash_loudly
 from loopline.streams.codec import decode_text
-from loopline.streams.outputs import decode_batch, outcome, outputs_for, send_all
+from loopline.streams.connections import aiokafka_options
+from loopline.streams.intake import BatchIntake
+from loopline.streams.outputs import Record, decode_batch, outcome, outputs_for, send_all
+from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import TaskTopics
 
 STAGE = "annotate"
+
+
+def group_id(task: TaskConfig) -> str:
+    """The consumer group of every worker's annotate intake, for the task's `texts`."""
+    return f"{task.topics.prefix}{STAGE}"
 
 
 def decide(
@@ -61,8 +71,8 @@ class AnnotateStage:
     def decode(self, raw: bytes | None) -> TextIn:
         return decode_text(raw, self.task.max_text_chars)
 
-    async def handle(self, events: Sequence[faust.EventT]) -> None:
-        valid, outputs, outcomes = decode_batch(events, self.decode, self.task.name, STAGE)
+    async def handle(self, messages: Sequence[Record]) -> None:
+        valid, outputs, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
         results = await self.student.annotate([item.text for _, item in valid]) if valid else []
         for (message, item), result in zip(valid, results, strict=True):
             decision = decide(result, item, self.task, llm_available=self.llm_available)
@@ -73,12 +83,16 @@ class AnnotateStage:
         await self.ledger.record(outcomes)
 
 
-def register(app: faust.App, stage: AnnotateStage, *, batch_size: int, window_s: float) -> None:
-    register_batch_agent(
-        app,
-        stage.topics.texts,
-        f"{stage.task.topics.prefix}{STAGE}",
-        stage.handle,
-        batch_size=batch_size,
-        window_s=window_s,
+def register(app: faust.App, stage: AnnotateStage, settings: Settings) -> None:
+    """Start the stage's batch intake with the app, and stop the worker if it fails."""
+    app.service(
+        BatchIntake(
+            aiokafka_options(settings),
+            stage.topics.texts.get_topic_name(),
+            group_id(stage.task),
+            stage.handle,
+            batch_size=settings.batch_size,
+            window_s=settings.batch_window_s,
+            on_error=lambda exc: crash_loudly(app, STAGE, exc),
+        )
     )

@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from loopline.processors.evaluation import measure_speed
 from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
-from loopline.streams.app import group_id
+from loopline.streams.agents.annotate import group_id
 from loopline.streams.bench import pipe
 from loopline.streams.codec import encode
 from loopline.streams.connections import kafka_options

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from loopline.schemas import ServiceError, TaskConfig, TextIn, load_task
 from loopline.streams import worker as worker_process
-from loopline.streams.app import group_id
+from loopline.streams.agents.annotate import group_id
 from loopline.streams.cli import model as model_commands
 from loopline.streams.cli.stream import stage_counts
 from loopline.streams.codec import encode

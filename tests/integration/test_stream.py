@@ -11,7 +11,7 @@ import time
 import pytest
 
 from loopline.schemas import DeadLetter, Prediction, RoutedItem, TextIn, load_task
-from loopline.streams.app import group_id
+from loopline.streams.agents.annotate import group_id
 from loopline.streams.codec import encode
 from loopline.streams.topics import wait_for_assignment
 
