@@ -87,7 +87,8 @@ class TeachStage:
 
     async def handle(self, events: Sequence[faust.EventT]) -> None:
         valid, outputs, outcomes = decode_batch(
-            [event.message for event in events], decode_request, self.task.name, STAGE)
+            [event.message for event in events], decode_request, self.task.name, STAGE
+        )
         answers = await self.teacher.answer([request.item.text for _, request in valid])
         for (message, request), answer in zip(valid, answers, strict=True):
             produced_at = datetime.fromtimestamp(message.timestamp, tz=UTC)

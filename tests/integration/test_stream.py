@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -211,3 +212,44 @@ def wait_until_some_done(redis_url, task, worker, at_least: int) -> int:
         assert worker.poll() is None, "worker died before the kill"
         assert time.monotonic() < deadline, f"only {done} outcomes before the kill"
         time.sleep(0.05)
+
+
+def test_a_worker_joining_mid_stream_takes_partitions_without_loss(
+    kafka_bootstrap, redis_url, banking_student, task_file, tmp_path
+):
+    """A rebalance while batches are in flight: the batch finishes and commits before its
+    partitions move, and whatever the new owner redoes is byte-identical."""
+    task = load_task(task_file)
+    rows = texts(8000)
+    produce_raw(kafka_bootstrap, task, good_values(rows[:500]))
+    env = service_env(kafka_bootstrap, redis_url, tmp_path)
+    first = start_worker(task_file, banking_student, env, tmp_path / "worker1.log")
+    second = None
+
+    def trickle() -> None:
+        """The rest arrives steadily: the stream still flows when the second worker joins."""
+        for start in range(500, len(rows), 250):
+            produce_raw(kafka_bootstrap, task, good_values(rows[start : start + 250]))
+            time.sleep(0.5)
+
+    stream = threading.Thread(target=trickle)
+    try:
+        wait_until_some_done(redis_url, task, first, at_least=300)
+        stream.start()
+        second = start_worker(task_file, banking_student, env, tmp_path / "worker2.log")
+        assignment = wait_for_assignment(
+            kafka_at(kafka_bootstrap), group_id(task), task.topic("texts"), 2
+        )
+        done_at_rebalance = sum(counts(redis_url, task).values())
+        stream.join()
+        final = wait_for_outcomes(redis_url, task, len(rows), 240, [first, second])
+    finally:
+        stop(*(worker for worker in (first, second) if worker is not None))
+
+    assert done_at_rebalance < len(rows), "the stream ended before the rebalance"
+    assert all(assignment), f"a worker got no partition: {assignment}"
+    assert sum(final.values()) == len(rows)
+    by_id = outputs_by_id(kafka_bootstrap, task, OUTPUT_ROLES)
+    assert set(by_id) == {row["id"] for row in rows}
+    for item_id, outputs in by_id.items():
+        assert len({value for _, value in outputs}) == 1, f"{item_id}: duplicates differ"
