@@ -79,17 +79,20 @@ def promotion(state: RegistryState, event: ModelEvent, reason: str) -> list[Reco
     history: list[str] = []
     if current is not None and current.version != event.version:
         history = [*current.history, current.version]
-        retired = state.versions.get(current.version, current).model_copy(
-            update={"status": "retired", "reason": f"replaced by {event.version}", "history": []}
-        )
-        records.append((current.version, retired))
+        replaced = state.versions.get(current.version, current)
+        if replaced.status != "rejected":  # a damaged artifact stays rejected
+            retired = replaced.model_copy(
+                update={"status": "retired", "reason": f"replaced by {event.version}"}
+            )
+            records.append((current.version, retired.model_copy(update={"history": []})))
     records.append((event.version, promoted))
     records.append((PRODUCTION_KEY, promoted.model_copy(update={"history": history})))
     return records
 
 
 def rejection(event: ModelEvent, reason: str) -> list[Record]:
-    return [(event.version, event.model_copy(update={"status": "rejected", "reason": reason}))]
+    rejected = event.model_copy(update={"status": "rejected", "reason": reason, "history": []})
+    return [(event.version, rejected)]
 
 
 def rollback(state: RegistryState) -> list[Record]:

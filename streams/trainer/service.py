@@ -286,6 +286,7 @@ class Trainer:
         if result.production is not None and result.production.error:
             reason = f"artifact {production.artifact} {result.production.error}"
             records += rejection(production, reason)
+            self.registry.apply(*records[-1])
             self.console.log(f"[red]production model {production.version}[/] {reason}")
         event = self._event(result, snapshot, baseline)
         if result.candidate.error:
