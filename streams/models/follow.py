@@ -30,6 +30,7 @@ from loopline.streams.connections import aiokafka_options
 from loopline.streams.models.artifacts import DirectoryStore
 from loopline.streams.models.registry import PRODUCTION_KEY, decode_event, read_registry
 from loopline.streams.settings import Settings
+from loopline.streams.topics import partition_ids
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -96,7 +97,8 @@ def production_student(app: faust.App, settings: Settings, task: TaskConfig) -> 
             "`loopline models promote VERSION --task TASK.yml`; or pass --model DIR"
         )
     student = FollowingStudent(start_model(settings, task, production))
-    follower = RegistryFollower(settings, task, student, production.version)
+    partitions = partition_ids(settings, task.topic("models"))
+    follower = RegistryFollower(settings, task, student, production.version, partitions)
 
     @app.task
     async def follow_registry() -> None:
@@ -110,13 +112,19 @@ class RegistryFollower:
     swaps the worker to each new production version."""
 
     def __init__(
-        self, settings: Settings, task: TaskConfig, student: FollowingStudent, version: str
+        self,
+        settings: Settings,
+        task: TaskConfig,
+        student: FollowingStudent,
+        version: str,
+        partitions: list[int],
     ) -> None:
         self.settings = settings
         self.task = task
         self.student = student
         self.settled = version  # the last version loaded or found unloadable
         self.target: ModelEvent | None = None
+        self.partitions = [TopicPartition(task.topic("models"), p) for p in partitions]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.redis = aioredis.from_url(settings.redis_url)
 
@@ -125,9 +133,7 @@ class RegistryFollower:
         consumer = AIOKafkaConsumer(**aiokafka_options(self.settings), enable_auto_commit=False)
         await consumer.start()
         try:
-            topic = self.task.topic("models")
-            await consumer.topics()  # fetches metadata, so the partitions are known
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            partitions = self.partitions
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
