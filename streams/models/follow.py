@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime
 from functools import partial
 
@@ -159,6 +160,7 @@ class RegistryFollower:
 
     async def load(self, event: ModelEvent) -> None:
         self.settled = event.version
+        started = time.monotonic()
         try:
             model = await asyncio.to_thread(start_model, self.settings, self.task, event)
         except Exception as error:  # any failure to load leaves the old model serving
@@ -170,8 +172,15 @@ class RegistryFollower:
             )
             await self.report(error=f"{event.version}: {error}")
             return
+        loaded_s = time.monotonic() - started
         replaced = await self.student.offer(model)
-        log.warning("now serving model %s (was %s)", model.version, replaced)
+        log.warning(
+            "now serving model %s (was %s): loaded in %.1f s, swapped %.2f s later",
+            model.version,
+            replaced,
+            loaded_s,
+            time.monotonic() - started - loaded_s,
+        )
         await self.report(error=None)
 
     async def report(self, error: str | None) -> None:
