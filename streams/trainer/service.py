@@ -14,7 +14,6 @@ how far they were checked).
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import socket
@@ -50,7 +49,6 @@ from loopline.streams.topics import ensure_topics
 from loopline.streams.trainer.job import JobResult, TrainJob, run_job
 from loopline.streams.trainer.lease import Lease
 
-log = logging.getLogger(__name__)
 STAGE = "trainer"
 POLL_MS = 500
 
@@ -100,10 +98,10 @@ def due(
     return None
 
 
-def check_correction(record: ConsumerRecord, task: TaskConfig) -> Correction:
-    """The record as a Correction that fits the task, or InputError saying what is wrong."""
+def check_correction(value: bytes | None, task: TaskConfig) -> Correction:
+    """The message as a Correction that fits the task, or InputError saying what is wrong."""
     try:
-        correction = Correction.model_validate_json(record.value or b"")
+        correction = Correction.model_validate_json(value or b"")
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem["loc"]) or "value"
@@ -341,7 +339,7 @@ class Trainer:
         letters = []
         for record in records:
             try:
-                self.trainset.add(check_correction(record, self.task))
+                self.trainset.add(check_correction(record.value, self.task))
             except InputError as error:
                 letters.append((record, error))
         if letters:
