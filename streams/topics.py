@@ -125,6 +125,7 @@ def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> l
 
 
 def partition_ids(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of `topic` (none if it does not exist)."""
     consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     try:
         return sorted(consumer.partitions_for_topic(topic) or ())

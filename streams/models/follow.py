@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from functools import partial
 
 import faust
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from loopline.processors.isolated import InChildProcess
 from loopline.processors.students import load_student
 from loopline.schemas import Annotation, ConfigError, LooplineError, ModelEvent, TaskConfig
-from loopline.streams.connections import aiokafka_options
+from loopline.streams.connections import aiokafka_options, redis_client
 from loopline.streams.models.artifacts import DirectoryStore
 from loopline.streams.models.registry import PRODUCTION_KEY, decode_event, read_registry
 from loopline.streams.settings import Settings
@@ -127,7 +126,7 @@ class RegistryFollower:
         self.target: ModelEvent | None = None
         self.partitions = [TopicPartition(task.topic("models"), p) for p in partitions]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.redis = aioredis.from_url(settings.redis_url)
+        self.redis = redis_client(settings)
 
     async def run(self) -> None:
         await self.report(error=None)
