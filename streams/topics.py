@@ -124,6 +124,15 @@ def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> l
         consumer.close()
 
 
+def partition_ids(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of `topic` (none if it does not exist)."""
+    consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
+    try:
+        return sorted(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
+
+
 def wait_for_assignment(
     settings: Settings, group: str, topic: str, members: int = 1, timeout_s: float = 120.0
 ) -> list[list[int]]:

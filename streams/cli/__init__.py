@@ -9,7 +9,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import bench, demo, encoder, infra, llm, model, review, schemas, stream
+from loopline.streams.cli import (
+    bench,
+    demo,
+    encoder,
+    infra,
+    llm,
+    model,
+    models,
+    review,
+    schemas,
+    stream,
+)
 
 app = typer.Typer(
     name="loopline",
@@ -27,12 +38,14 @@ app.command()(stream.consume)
 app.command()(stream.stats)
 app.command("train")(model.train)
 app.command("evaluate")(model.evaluate)
+app.command("trainer")(models.trainer)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")
 app.add_typer(llm.app, name="llm")
 app.add_typer(encoder.app, name="encoder")
 app.add_typer(bench.app, name="bench")
 app.add_typer(review.app, name="review")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:
