@@ -52,6 +52,7 @@ def train_cascade(
     parent_version: str | None,
     force: bool,
     cache_dir: Path,
+    measure: bool,
 ) -> TrainReport:
     """Train every step, choose the thresholds, measure and save the cascade into `out_dir`."""
     check_out_dir(out_dir, force)
@@ -70,6 +71,7 @@ def train_cascade(
                 out_dir=step_dir,
                 on_progress=_prefixed(on_progress, architecture),
                 cache_dir=cache_dir,
+                measure=False,
             )
             step_dirs.append(step_dir)
         steps = [load_student(step_dir) for step_dir in step_dirs]
@@ -97,7 +99,7 @@ def train_cascade(
         save(report, out_dir, force, write_model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return with_speed(report, heldout)
+    return with_speed(report, heldout) if measure else report
 
 
 def step_task(task: TaskConfig, architecture: str) -> TaskConfig:

@@ -292,12 +292,15 @@ def train(
     parent_version: str | None = None,
     force: bool = False,
     cache_dir: Path = DEFAULT_CACHE_DIR,
+    measure: bool = True,
 ) -> TrainReport:
     """Train, calibrate, measure and save a student for `task` into `out_dir`.
 
     The one entry point for every architecture (`task.student.architecture`): spaCy's
     here, `encoder` and `cascade` in their modules. `cache_dir` holds the encoder's
-    weights and its embedding cache (pass Settings.cache_dir).
+    weights and its embedding cache (pass Settings.cache_dir). `measure=False` skips the
+    speed measurement, which takes longer than refitting an encoder's head on cached
+    embeddings (the trainer's runs, a cascade's steps).
     """
     # Imported here: both build on this module.
     from loopline.processors.cascade_training import train_cascade
@@ -315,8 +318,11 @@ def train(
             parent_version=parent_version,
             force=force,
             cache_dir=cache_dir,
+            measure=measure,
         )
-    return _train_spacy(task, examples, eval_examples, out_dir, on_progress, parent_version, force)
+    return _train_spacy(
+        task, examples, eval_examples, out_dir, on_progress, parent_version, force, measure
+    )
 
 
 def _train_spacy(
@@ -327,6 +333,7 @@ def _train_spacy(
     on_progress: Callable[[TrainProgress], None] | None,
     parent_version: str | None,
     force: bool,
+    measure: bool,
 ) -> TrainReport:
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
@@ -354,7 +361,7 @@ def _train_spacy(
     )
     report = report_of(out_dir, meta, outcome)
     save(report, out_dir, force, lambda partial: nlp.to_disk(partial / PIPELINE_DIR))
-    return with_speed(report, heldout)
+    return with_speed(report, heldout) if measure else report
 
 
 def report_of(out_dir: Path, meta: ModelMeta, outcome: CalibrationOutcome) -> TrainReport:

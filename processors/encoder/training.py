@@ -61,6 +61,7 @@ def train_encoder(
     parent_version: str | None,
     force: bool,
     cache_dir: Path,
+    measure: bool,
 ) -> TrainReport:
     """Train, calibrate, measure and save an encoder student for `task` into `out_dir`."""
     check_out_dir(out_dir, force)
@@ -113,7 +114,7 @@ def train_encoder(
 
     report = report_of(out_dir, meta, outcome)
     save(report, out_dir, force, write_model)
-    return with_speed(report, heldout)
+    return with_speed(report, heldout) if measure else report
 
 
 def fit_head(

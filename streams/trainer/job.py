@@ -63,6 +63,7 @@ def run_job(job: TrainJob) -> JobResult:
         out_dir=build,
         parent_version=parent,
         cache_dir=job.cache_dir,
+        measure=False,
     )
     artifact = store.put(f"{job.task.name}/{report.version}", build)
     trained = time.perf_counter()
