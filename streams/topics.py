@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import faust
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -98,6 +98,23 @@ def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30
         return [topic.name for topic in wanted]
     finally:
         admin.close()
+
+
+def max_message_bytes(settings: Settings, topics: list[str], *, timeout_s: float = 30.0) -> int:
+    """The largest record batch every one of `topics` accepts (their `max.message.bytes`, which
+    defaults to the broker's `message.max.bytes`): the most loopline may produce to them."""
+    admin = admin_client(settings, timeout_s)
+    try:
+        described = admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
+                for topic in topics
+            ],
+            config_filter="all",
+        )["topic"]
+    finally:
+        admin.close()
+    return min(int(described[topic]["max.message.bytes"]["value"]) for topic in topics)
 
 
 def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:
