@@ -7,13 +7,16 @@ end up in `deadletter` together with the original bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pydantic import BaseModel, ValidationError
 
 from loopline.schemas import DeadLetter, InputError, TextIn
+from loopline.schemas.messages import ORIGINAL_PREFIX_BYTES
 
 EXAMPLE = '{"id": "42", "text": "my card has not arrived"}'
+MESSAGE_MAX_CHARS = 2000
 
 
 def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
@@ -79,12 +82,19 @@ def dead_letter(
     partition: int,
     offset: int,
 ) -> DeadLetter:
+    """A dead letter of bounded size, whatever the size of `raw` or of the error's message."""
+    raw = raw or b""
+    message = str(error)
+    if len(message) > MESSAGE_MAX_CHARS:
+        message = message[:MESSAGE_MAX_CHARS] + "..."
     return DeadLetter(
         task=task,
         stage=stage,
         error_type=error.code,
-        message=str(error),
-        original=raw or b"",
+        message=message,
+        original=raw[:ORIGINAL_PREFIX_BYTES],
+        original_length=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,

@@ -24,6 +24,8 @@ from loopline.streams.settings import Settings
 # Compacted topics keep the latest value per key: the source of truth for training data
 # and for the current model.
 COMPACTED = {"corrections", "models"}
+# Kafka's default `message.max.bytes`, for topics whose limit has not been read.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,16 @@ class TaskTopics:
     corrections: faust.TopicT
     models: faust.TopicT
     deadletter: faust.TopicT
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """The largest record every output topic accepts: a larger output becomes a dead letter."""
 
 
-def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
+def declare(
+    app: faust.App, task: TaskConfig, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> TaskTopics:
     """Declare the task's topics on a Faust app, as bytes in and bytes out."""
     return TaskTopics(
+        max_message_bytes=max_message_bytes,
         **{
             role: app.topic(
                 task.topic(role),
@@ -53,7 +60,7 @@ def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
                 partitions=task.topics.partitions,
             )
             for role in TOPIC_SUFFIXES
-        }
+        },
     )
 
 

@@ -148,5 +148,5 @@ def test_a_text_the_student_fails_on_goes_to_review_alone(
     failed = RoutedItem.model_validate_json(value)
     assert role == "review" and failed.reason == "student_error" and not failed.suggestions
     assert "E088" in failed.detail and failed.item.text == too_long.text
-    for item_id, [(role, value)] in by_id.items():
+    for item_id, [(_, value)] in by_id.items():
         assert json.loads(value).get("reason") != "student_error", f"{item_id} failed with it"
