@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,6 +18,8 @@ from loopline.schemas.messages import ORIGINAL_PREFIX_BYTES
 
 EXAMPLE = '{"id": "42", "text": "my card has not arrived"}'
 MESSAGE_MAX_CHARS = 2000
+# Only a value with such an escape can decode to a lone surrogate: the costly check is rare.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
@@ -44,6 +47,12 @@ def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
             "schema_violation",
             f"value is a JSON {type(data).__name__}, not an object; send {EXAMPLE}",
         )
+    if SURROGATE_ESCAPE.search(decoded) and _has_lone_surrogate(data):
+        raise InputError(
+            "undecodable",
+            "value holds a lone UTF-16 surrogate escape (like \\ud800), which is no "
+            "character and cannot be written out again; send valid Unicode",
+        )
     try:
         item = TextIn.model_validate(data)
     except ValidationError as exc:
@@ -57,6 +66,15 @@ def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
             "split the text or raise max_text_chars in the task config",
         )
     return item
+
+
+def _has_lone_surrogate(data: dict) -> bool:
+    """Whether JSON escapes left a half of a surrogate pair in `data` (a pair is one char)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _summarise(exc: ValidationError) -> str:
