@@ -44,7 +44,11 @@ async def annotate_isolating_failures(
     except BrokenExecutor:
         raise
     except Exception as exc:
-        log.warning("a batch of %d texts failed (%r); annotating each alone", len(texts), exc)
+        log.warning(
+            "a batch of %d texts failed (%s); annotating each alone",
+            len(texts),
+            f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS],
+        )
         return [await _annotate_alone(processor, text) for text in texts]
 
 
