@@ -6,11 +6,16 @@ data (`loopline evaluate --annotator ...`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor
 from typing import Protocol, runtime_checkable
 
-from loopline.schemas import Annotation, LooplineError
+from loopline.schemas import Annotation, LooplineError, StudentError
 from loopline.schemas.messages import Source
+
+log = logging.getLogger(__name__)
+ERROR_MAX_CHARS = 1000
 
 
 @runtime_checkable
@@ -25,3 +30,34 @@ class Processor(Protocol):
     version: str
 
     async def annotate(self, texts: Sequence[str]) -> list[Annotation | LooplineError]: ...
+
+
+async def annotate_isolating_failures(
+    processor: Processor, texts: Sequence[str]
+) -> list[Annotation | LooplineError]:
+    """The processor's results for `texts`; when the batch call raises, each text alone, so
+    that a text the processor cannot handle costs only its own result (a StudentError with
+    the exception), never the rest of its batch. A processor that is gone (its child process
+    died) fails every text alike: that is raised, not blamed on the texts."""
+    try:
+        return await processor.annotate(texts)
+    except BrokenExecutor:
+        raise
+    except Exception as exc:
+        log.warning(
+            "a batch of %d texts failed (%s); annotating each alone",
+            len(texts),
+            f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS],
+        )
+        return [await _annotate_alone(processor, text) for text in texts]
+
+
+async def _annotate_alone(processor: Processor, text: str) -> Annotation | LooplineError:
+    try:
+        [result] = await processor.annotate([text])
+    except BrokenExecutor:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
+        return StudentError(f"the student failed on this text alone: {reason}")
+    return result

@@ -7,6 +7,7 @@ Hierarchy::
     ├── DataError           a line of a JSONL/CSV data file cannot be used
     ├── InputError          a Kafka message cannot be accepted (it goes to deadletter)
     ├── ModelError          a model directory is missing, incomplete or for another task
+    ├── StudentError        the student raised on one text (the item goes to review)
     ├── ReviewError         a review request cannot be done (the API answers 4xx)
     │   ├── InvalidAnswer       the answer does not fit the task (422)
     │   └── LeaseNotHeld        the lease expired, was released, or is someone else's (409)
@@ -14,7 +15,8 @@ Hierarchy::
         └── LLMError        an LLM call gave no usable answer
             ├── LLMUnavailable    down, timing out, rate-limited, or circuit open
             ├── LLMBadAnswer      answered, but not with the requested structure
-            └── BudgetExhausted   the shared daily token budget is spent
+            ├── BudgetExhausted   the shared daily token budget is spent
+            └── LLMLimitsUnavailable  the shared budget or rate limit cannot be checked (Redis)
 
 Expected errors in a stream (InputError, LLMError) route the item to `deadletter` or
 `review`; anything else is a bug and crashes the worker loudly.
@@ -43,6 +45,12 @@ class InputError(LooplineError):
 
 class ModelError(LooplineError):
     """A model directory is missing, incomplete or made for another task."""
+
+
+class StudentError(LooplineError):
+    """The student raised on this one text (its batch was retried text by text to find it)."""
+
+    code = "student_error"
 
 
 class ReviewError(LooplineError):
@@ -83,3 +91,10 @@ class BudgetExhausted(LLMError):
     """The shared daily token budget for the LLM is spent."""
 
     code = "llm_budget_exhausted"
+
+
+class LLMLimitsUnavailable(LLMError):
+    """The shared token budget or rate limit cannot be checked (Redis is unreachable): no call
+    is made rather than spending blindly; calls resume once Redis answers."""
+
+    code = "llm_limits_unavailable"

@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
+# Dead letters keep at most this much of the original value (base64 makes it a third larger),
+# so that one always fits on its topic however large the message it stands for.
+ORIGINAL_PREFIX_BYTES = 32 * 1024
 
 Source = Literal["student", "llm", "human"]
 Route = Literal["llm", "review"]
@@ -275,9 +278,12 @@ class ModelEvent(Message):
 
 
 class DeadLetter(Message):
-    """A message no stage could handle, kept with its original bytes and the reason.
+    """A message no stage could handle, kept with (a prefix of) its original bytes and the reason.
 
-    In JSON, `original` is URL-safe base64 (`base64.urlsafe_b64decode` gives the bytes back).
+    A dead letter must always fit on its topic, so it keeps at most the first 32 KiB of the
+    original, with the original's length and SHA-256; the source topic/partition/offset
+    point at the whole message. In JSON, `original` is URL-safe
+    base64 (`base64.urlsafe_b64decode` gives the bytes back).
     """
 
     model_config = ConfigDict(
@@ -288,7 +294,12 @@ class DeadLetter(Message):
     stage: str = Field(description="Which stage gave up, e.g. `decode` or `annotate`.")
     error_type: str = Field(description="Machine-readable error code, e.g. `invalid_json`.")
     message: str = Field(description="What went wrong and what to do about it.")
-    original: bytes = Field(description="The message value exactly as received.")
+    original: bytes = Field(
+        description="The message value exactly as received, or its first "
+        f"{ORIGINAL_PREFIX_BYTES} bytes when it is longer (see `original_length`)."
+    )
+    original_length: int = Field(ge=0, description="Bytes in the whole original value.")
+    original_sha256: str = Field(description="SHA-256 of the whole original value, in hex.")
     source_topic: str
     source_partition: int
     source_offset: int
@@ -296,6 +307,11 @@ class DeadLetter(Message):
     @property
     def key(self) -> str:
         return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether `original` is only a prefix: read the source offset for the whole value."""
+        return len(self.original) < self.original_length
 
 
 MESSAGES: tuple[type[Message], ...] = (

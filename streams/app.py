@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 
 from loopline.schemas import TaskConfig
+from loopline.schemas.task import TOPIC_SUFFIXES
 from loopline.streams.connections import faust_options
 from loopline.streams.settings import Settings
-from loopline.streams.topics import TaskTopics, declare
+from loopline.streams.topics import TaskTopics, declare, max_message_bytes
 
 log = logging.getLogger("loopline")
 
@@ -26,6 +27,9 @@ def group_id(task: TaskConfig) -> str:
 
 
 def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTopics]:
+    """The worker's app; its producer may send records as large as the output topics take."""
+    outputs = [task.topic(role) for role in TOPIC_SUFFIXES if role != "texts"]
+    limit = max_message_bytes(settings, outputs)
     datadir = settings.state_dir / "faust" / group_id(task)
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -43,11 +47,12 @@ def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTop
         broker_heartbeat_interval=1.0,
         producer_linger=0.005,
         producer_acks=-1,
+        producer_max_request_size=limit,
         # On shutdown, do not wait for in-flight batches (an LLM batch can take a minute):
         # their offsets are not committed, so the next worker simply redoes them.
         stream_wait_empty=False,
     )
-    return app, declare(app, task)
+    return app, declare(app, task, limit)
 
 
 def register_batch_agent(

@@ -7,13 +7,19 @@ end up in `deadletter` together with the original bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from pydantic import BaseModel, ValidationError
 
 from loopline.schemas import DeadLetter, InputError, TextIn
+from loopline.schemas.messages import ORIGINAL_PREFIX_BYTES
 
 EXAMPLE = '{"id": "42", "text": "my card has not arrived"}'
+MESSAGE_MAX_CHARS = 2000
+# Only a value with such an escape can decode to a lone surrogate: the costly check is rare.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
@@ -41,6 +47,12 @@ def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
             "schema_violation",
             f"value is a JSON {type(data).__name__}, not an object; send {EXAMPLE}",
         )
+    if SURROGATE_ESCAPE.search(decoded) and _has_lone_surrogate(data):
+        raise InputError(
+            "undecodable",
+            "value holds a lone UTF-16 surrogate escape (like \\ud800), which is no "
+            "character and cannot be written out again; send valid Unicode",
+        )
     try:
         item = TextIn.model_validate(data)
     except ValidationError as exc:
@@ -54,6 +66,15 @@ def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
             "split the text or raise max_text_chars in the task config",
         )
     return item
+
+
+def _has_lone_surrogate(data: dict) -> bool:
+    """Whether JSON escapes left a half of a surrogate pair in `data` (a pair is one char)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _summarise(exc: ValidationError) -> str:
@@ -79,12 +100,19 @@ def dead_letter(
     partition: int,
     offset: int,
 ) -> DeadLetter:
+    """A dead letter of bounded size, whatever the size of `raw` or of the error's message."""
+    raw = raw or b""
+    message = str(error)
+    if len(message) > MESSAGE_MAX_CHARS:
+        message = message[:MESSAGE_MAX_CHARS] + "..."
     return DeadLetter(
         task=task,
         stage=stage,
         error_type=error.code,
-        message=str(error),
-        original=raw or b"",
+        message=message,
+        original=raw[:ORIGINAL_PREFIX_BYTES],
+        original_length=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,

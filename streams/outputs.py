@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, TypeVar
+
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from loopline.processors.routing import Decision
 from loopline.schemas import (
@@ -36,6 +39,17 @@ class Output:
     role: str
     key: str
     message: Message
+
+    @cached_property
+    def value(self) -> bytes:
+        return encode(self.message)
+
+    @property
+    def record_bytes(self) -> int:
+        """Its size as one record batch on the wire: what a topic's max.message.bytes bounds."""
+        return DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            self.key.encode("utf-8"), self.value, []
+        )
 
 
 def outputs_for(
@@ -72,6 +86,32 @@ class Record(Protocol):
     value: bytes | None
 
 
+def settle(
+    message: Record,
+    outputs: list[Output],
+    decision: Decision,
+    *,
+    task: str,
+    stage: str,
+    max_message_bytes: int,
+) -> tuple[list[Output], Outcome]:
+    """An item's outputs and ledger entry, or, when one output would be larger than the
+    output topics accept, a dead letter `output_too_large` in their place: sending it would
+    fail, and fail again for every worker that retried the batch."""
+    for out in outputs:
+        if (size := out.record_bytes) > max_message_bytes:
+            error = InputError(
+                "output_too_large",
+                f"the {out.role} message for this item would be {size} bytes, more than the "
+                f"{max_message_bytes} bytes the output topics accept (max.message.bytes). "
+                "Every output copies the item's text and `meta`: send a smaller `meta` (or "
+                "text), or raise max.message.bytes on the task's output topics",
+            )
+            letter, entry = dead_lettered(message, error, task, stage)
+            return [letter], entry
+    return outputs, outcome(message, decision)
+
+
 def outcome(message: Record, decision: Decision) -> Outcome:
     """The ledger entry of a consumed message: where it went, tagged with any review reason."""
     name = {"accept": "prediction", "llm": "llm", "review": "review"}[decision.destination]
@@ -88,18 +128,27 @@ def decode_batch(
         try:
             valid.append((message, decode(message.value)))
         except InputError as error:
-            letter = dead_letter(
-                error,
-                message.value,
-                task=task,
-                stage=stage,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            letters.append(Output("deadletter", letter.key, letter))
-            outcomes.append(Outcome(message.topic, message.partition, message.offset, "deadletter"))
+            letter, entry = dead_lettered(message, error, task, stage)
+            letters.append(letter)
+            outcomes.append(entry)
     return valid, letters, outcomes
+
+
+def dead_lettered(
+    message: Record, error: InputError, task: str, stage: str
+) -> tuple[Output, Outcome]:
+    """The dead letter of a consumed message, and its ledger entry."""
+    letter = dead_letter(
+        error,
+        message.value,
+        task=task,
+        stage=stage,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    entry = Outcome(message.topic, message.partition, message.offset, "deadletter")
+    return Output("deadletter", letter.key, letter), entry
 
 
 async def send_all(topics: TaskTopics, outputs: Sequence[Output]) -> None:
@@ -113,7 +162,7 @@ async def send_all(topics: TaskTopics, outputs: Sequence[Output]) -> None:
         await producer.send(
             getattr(topics, out.role).get_topic_name(),
             out.key.encode("utf-8"),
-            encode(out.message),
+            out.value,
             partition=None,
             timestamp=None,
             headers=None,

@@ -8,28 +8,37 @@ above it. Redis holds nothing that cannot be rebuilt: the counts follow from the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 # KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset.
-# ARGV: triples of (topic:partition, offset, comma-separated outcomes), in any order.
+# ARGV: quadruples (topic:partition, first offset, last offset, comma-separated outcomes): a run
+# of consecutive offsets with the same outcomes; runs of one partition in offset order.
 _COUNT_NEW_OFFSETS = """
 local counted_up_to, highest = {}, {}
 local counted = 0
-for i = 1, #ARGV, 3 do
-  local tp, offset, outcomes = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+for i = 1, #ARGV, 4 do
+  local tp, outcomes = ARGV[i], ARGV[i + 3]
+  local first, last = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if counted_up_to[tp] == nil then
     counted_up_to[tp] = tonumber(redis.call('HGET', KEYS[2], tp) or '-1')
     highest[tp] = counted_up_to[tp]
   end
-  if offset > counted_up_to[tp] then
+  local from = math.max(first, counted_up_to[tp] + 1)
+  if last >= from then
+    local new = last - from + 1
     for outcome in string.gmatch(outcomes, '[^,]+') do
-      redis.call('HINCRBY', KEYS[1], outcome, 1)
+      redis.call('HINCRBY', KEYS[1], outcome, new)
     end
-    counted = counted + 1
-    if offset > highest[tp] then highest[tp] = offset end
+    counted = counted + new
+    if last > highest[tp] then highest[tp] = last end
   end
 end
 for tp, high in pairs(highest) do
@@ -37,6 +46,8 @@ for tp, high in pairs(highest) do
 end
 return counted
 """
+# Runs per script call when a backlog is written after an outage.
+RUNS_PER_CALL = 5000
 
 
 @dataclass(frozen=True)
@@ -50,24 +61,105 @@ class Outcome:
     tags: tuple[str, ...] = ()
 
 
-class OutcomeLedger:
-    """Counts per outcome for one stage of one task (e.g. `annotate` of `loopline.banking77.`)."""
+@dataclass(frozen=True)
+class Run:
+    """Consecutive offsets of one partition with the same outcomes: the ledger's unit."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str, stage: str) -> None:
+    partition: str  # topic:partition
+    first: int
+    last: int
+    names: str  # outcome and tags, comma-separated
+
+
+def runs_of(outcomes: Iterable[Outcome], pending: Sequence[Run] = ()) -> list[Run]:
+    """`pending` and `outcomes` as runs, by partition and offset; an offset seen twice (Kafka
+    redelivered it) is kept once, so one script call never counts it twice. Pure."""
+    runs = list(pending) + [
+        Run(f"{o.topic}:{o.partition}", o.offset, o.offset, ",".join((o.outcome, *o.tags)))
+        for o in outcomes
+    ]
+    merged: list[Run] = []
+    for run in sorted(runs, key=lambda r: (r.partition, r.first)):
+        previous = merged[-1] if merged and merged[-1].partition == run.partition else None
+        if previous is not None and run.first <= previous.last:
+            if run.last <= previous.last:
+                continue
+            run = Run(run.partition, previous.last + 1, run.last, run.names)
+        if previous is not None and run.first == previous.last + 1 and run.names == previous.names:
+            merged[-1] = Run(run.partition, previous.first, run.last, run.names)
+        else:
+            merged.append(run)
+    return merged
+
+
+class OutcomeLedger:
+    """Counts per outcome for one stage of one task (e.g. `annotate` of `loopline.banking77.`).
+
+    Redis is not needed to answer items, so an outage must not stop a worker: outcomes that
+    cannot be written are kept in memory (as runs of offsets, a few bytes per run) and
+    written, exactly once each, by the first `record` after Redis answers again; meanwhile
+    Redis is tried at most every `retry_s`. Counts kept in memory are lost if the worker
+    dies before Redis returns.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        stage: str,
+        *,
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._counts_key = f"loopline:{namespace}{stage}:outcomes"
         self._offsets_key = f"loopline:{namespace}{stage}:offsets"
         self._script = client.register_script(_COUNT_NEW_OFFSETS)
+        self._retry_s = retry_s
+        self._clock = clock
+        self._pending: list[Run] = []
+        self._retry_at = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Runs of outcomes waiting for Redis."""
+        return len(self._pending)
 
     async def record(self, outcomes: Iterable[Outcome]) -> int:
-        """Count the outcomes of offsets not counted before; return how many were new."""
-        args: list[str | int] = []
-        for item in outcomes:
-            names = ",".join((item.outcome, *item.tags))
-            args += [f"{item.topic}:{item.partition}", item.offset, names]
-        if not args:
+        """Count the outcomes of offsets not counted before (and any kept from an outage);
+        return how many were new, 0 while Redis cannot be reached."""
+        runs = runs_of(outcomes, self._pending)
+        if not runs:
             return 0
-        return int(await self._script(keys=[self._counts_key, self._offsets_key], args=args))
+        if self._pending and self._clock() < self._retry_at:
+            self._pending = runs
+            return 0
+        try:
+            counted = await self._write(runs)
+        except RedisError as exc:
+            if not self._pending:
+                log.warning(
+                    "cannot write outcome counts to Redis (%s); keeping them in memory and "
+                    "answering items as usual until Redis answers again",
+                    exc,
+                )
+            self._pending, self._retry_at = runs, self._clock() + self._retry_s
+            return 0
+        if self._pending:
+            log.warning("Redis answers again: wrote %d runs of outcome counts kept meanwhile",
+                        len(self._pending))  # fmt: skip
+        self._pending = []
+        return counted
+
+    async def _write(self, runs: list[Run]) -> int:
+        counted = 0
+        for start in range(0, len(runs), RUNS_PER_CALL):
+            args: list[str | int] = []
+            for run in runs[start : start + RUNS_PER_CALL]:
+                args += [run.partition, run.first, run.last, run.names]
+            keys = [self._counts_key, self._offsets_key]
+            counted += int(await self._script(keys=keys, args=args))
+        return counted
 
     async def counts(self) -> dict[str, int]:
         raw = await self._client.hgetall(self._counts_key)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import faust
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -24,6 +24,8 @@ from loopline.streams.settings import Settings
 # Compacted topics keep the latest value per key: the source of truth for training data
 # and for the current model.
 COMPACTED = {"corrections", "models"}
+# Kafka's default `message.max.bytes`, for topics whose limit has not been read.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,16 @@ class TaskTopics:
     corrections: faust.TopicT
     models: faust.TopicT
     deadletter: faust.TopicT
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """The largest record every output topic accepts: a larger output becomes a dead letter."""
 
 
-def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
+def declare(
+    app: faust.App, task: TaskConfig, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> TaskTopics:
     """Declare the task's topics on a Faust app, as bytes in and bytes out."""
     return TaskTopics(
+        max_message_bytes=max_message_bytes,
         **{
             role: app.topic(
                 task.topic(role),
@@ -53,7 +60,7 @@ def declare(app: faust.App, task: TaskConfig) -> TaskTopics:
                 partitions=task.topics.partitions,
             )
             for role in TOPIC_SUFFIXES
-        }
+        },
     )
 
 
@@ -98,6 +105,23 @@ def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30
         return [topic.name for topic in wanted]
     finally:
         admin.close()
+
+
+def max_message_bytes(settings: Settings, topics: list[str], *, timeout_s: float = 30.0) -> int:
+    """The largest record batch every one of `topics` accepts (their `max.message.bytes`, which
+    defaults to the broker's `message.max.bytes`): the most loopline may produce to them."""
+    admin = admin_client(settings, timeout_s)
+    try:
+        described = admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
+                for topic in topics
+            ],
+            config_filter="all",
+        )["topic"]
+    finally:
+        admin.close()
+    return min(int(described[topic]["max.message.bytes"]["value"]) for topic in topics)
 
 
 def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import faust
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from loopline.processors.isolated import InChildProcess
 from loopline.processors.students import load_student
@@ -25,6 +27,14 @@ from loopline.streams.topics import ensure_topics
 from loopline.streams.wiring import build_teacher, human_examples
 
 STAGES = (annotate.STAGE, teach.STAGE)
+# Nothing a worker needs to answer items lives in Redis: when it is down, a call should fail
+# at once (the ledger keeps counts in memory, the LLM limits send items to review) instead
+# of holding a batch through redis-py's default ten retries.
+FAIL_FAST = {
+    "socket_timeout": 2.0,
+    "socket_connect_timeout": 2.0,
+    "retry": Retry(NoBackoff(), retries=1),
+}
 
 
 def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger:
@@ -45,7 +55,7 @@ def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust
         student = InChildProcess.start(
             partial(load_student, model_dir, task, threads=settings.encoder_threads)
         )
-    redis = redis_client(settings)
+    redis = redis_client(settings, **FAIL_FAST)
     llm_available = settings.llm_base_url is not None
     annotate.register(
         app,

@@ -2,8 +2,11 @@
 
 A pure state machine with an injectable clock, so tests drive time by hand:
 
-    closed --N consecutive failures--> open --cool-down elapsed--> half-open
+    closed --N consecutive failures, or a trip--> open --cool-down elapsed--> half-open
     half-open --probe succeeds--> closed;  half-open --probe fails--> open (a new cool-down)
+
+A trip opens it at once: a server that refuses or resets connections is gone, and waiting
+for N failures would only make more items wait.
 
 While open, and while a half-open probe is in flight, calls are refused at once: a worker
 then routes its items to review instead of queueing behind a dead server.
@@ -70,6 +73,10 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._failures += 1
         if self._probing or self._failures >= self.failure_threshold:
-            self._state = "open"
-            self._opened_at = self._clock()
-            self._probing = False
+            self.trip()
+
+    def trip(self) -> None:
+        """Open now, whatever the count of failures."""
+        self._state = "open"
+        self._opened_at = self._clock()
+        self._probing = False

@@ -4,12 +4,14 @@ Both are atomic Lua scripts, so workers never overspend between a check and an u
 The budget is reserved before a call (an estimate) and settled after it (the tokens the
 server reported); it resets at midnight UTC. When it is spent, calls raise BudgetExhausted
 and the caller routes the item to review: nothing is dropped. If Redis cannot be reached
-the limits cannot be kept, so calls fail (LLMError) instead of spending blindly.
+the limits cannot be kept, so calls fail (LLMLimitsUnavailable: the item goes to review with
+that reason) instead of spending blindly, until Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from loopline.schemas import BudgetExhausted, LLMError
+from loopline.schemas import BudgetExhausted, LLMLimitsUnavailable
+
+log = logging.getLogger(__name__)
 
 RESERVE = """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -88,7 +92,10 @@ class TokenBudget:
                 keys=[key], args=[tokens, self.tokens_per_day, expire_at]
             )
         except RedisError as exc:
-            raise LLMError(f"cannot check the shared token budget in Redis: {exc}") from exc
+            raise LLMLimitsUnavailable(
+                f"cannot check the shared token budget in Redis ({exc}): no LLM call is made "
+                "without it; items go to review until Redis answers again"
+            ) from exc
         if not granted:
             raise BudgetExhausted(
                 f"the daily LLM token budget of task {self.task!r} is spent ({int(spent)} of "
@@ -108,7 +115,9 @@ class TokenBudget:
                 pipe.expireat(reservation.key, reservation.expire_at)
                 await pipe.execute()
         except RedisError as exc:
-            raise LLMError(f"cannot update the shared token budget in Redis: {exc}") from exc
+            # The call was made and answered: keep its answer. The estimate stays reserved,
+            # which errs on the side of spending less.
+            log.warning("cannot settle a token reservation in Redis (%s); the estimate stays", exc)
 
     async def spent(self) -> int:
         return int(await self.redis.get(self.key()) or 0)
@@ -134,7 +143,10 @@ class RateLimiter:
         try:
             wait_ms = await self._take(keys=[self.key], args=[self.per_second, self.burst])
         except RedisError as exc:
-            raise LLMError(f"cannot check the shared LLM rate limit in Redis: {exc}") from exc
+            raise LLMLimitsUnavailable(
+                f"cannot check the shared LLM rate limit in Redis ({exc}): no LLM call is made "
+                "without it; items go to review until Redis answers again"
+            ) from exc
         return int(wait_ms) / 1000
 
 

@@ -1,8 +1,10 @@
 """An async client for any OpenAI-compatible chat-completions endpoint.
 
-It bounds requests in flight (a semaphore), retries 429 / 5xx / timeouts / connection
-errors with jittered exponential backoff (honouring `Retry-After`), and fails fast through
-a circuit breaker while the server keeps failing. Structured output is asked for with
+It bounds requests in flight (a semaphore), retries 429 / 5xx / timeouts with jittered
+exponential backoff (honouring `Retry-After`), and fails fast through a circuit breaker
+while the server keeps failing. A server that is gone (connection refused or reset, twice in
+a row: once may be a stale pooled connection) opens the breaker at once: its items go on
+within moments, and only a slow server costs the timeout. Structured output is asked for with
 `response_format: json_schema`; token log-probabilities with `logprobs` so answers get a
 confidence. A server that rejects either option (HTTP 400 naming it) is asked again
 without it, once, and the client remembers: the tolerant parser and a prior confidence
@@ -25,6 +27,9 @@ from loopline.processors.llm.retry import Backoff, is_retryable_status, parse_re
 from loopline.schemas import LLMBadAnswer, LLMError, LLMUnavailable
 
 Message = dict[str, str]
+# What a server that is not there (refused, reset, closed mid-answer) looks like to httpx;
+# timeouts are not among them: a slow server is not a dead one.
+GONE = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 EXCERPT_CHARS = 300
 
 
@@ -99,10 +104,12 @@ class Completion:
 
 @dataclass(frozen=True)
 class _Failure:
-    """A retryable outcome of one attempt."""
+    """A retryable outcome of one attempt; `gone` when the server refused or dropped the
+    connection (as opposed to answering with an error, or answering too slowly)."""
 
     reason: str
     retry_after_s: float | None = None
+    gone: bool = False
 
 
 class ChatClient:
@@ -170,17 +177,24 @@ class ChatClient:
         """Ask once, retrying what is worth retrying; raise an LLMError when there is no answer."""
         failure: _Failure | None = None
         for attempt in range(self.retries + 1):
-            if failure is not None:
+            if failure is not None and not failure.gone:
                 await self._sleep(self._delay(attempt - 1, failure))
             if not self.breaker.allow():
                 raise LLMUnavailable(
-                    f"the LLM at {self.base_url} failed {self.breaker.failure_threshold} times "
-                    f"in a row; circuit open, next try in {self.breaker.retry_in():.0f} s. "
-                    "Items go to review meanwhile; check the server."
+                    f"the LLM at {self.base_url} keeps failing; circuit open, next try in "
+                    f"{self.breaker.retry_in():.0f} s. Items go to review meanwhile; check "
+                    "the server."
                 )
             outcome = await self._attempt(messages, schema, max_tokens)
             if isinstance(outcome, Completion):
                 return outcome
+            if outcome.gone and (attempt == self.retries or (failure is not None and failure.gone)):
+                self.breaker.trip()
+                raise LLMUnavailable(
+                    f"the LLM at {self.base_url} is gone ({outcome.reason}); circuit open, next "
+                    f"try in {self.breaker.retry_in():.0f} s. Items go to review meanwhile; "
+                    "check that the server runs (LOOPLINE_LLM_BASE_URL)."
+                )
             failure = outcome
         raise LLMUnavailable(
             f"the LLM at {self.base_url} gave no answer after {self.retries + 1} attempts: "
@@ -235,6 +249,8 @@ class ChatClient:
                 response = await self._http.post("chat/completions", json=payload)
             except httpx.TimeoutException:
                 return _Failure(f"no answer within {self.timeout:g} s")
+            except GONE as exc:
+                return _Failure(f"cannot reach {self.base_url}: {exc!r}", gone=True)
             except httpx.TransportError as exc:
                 return _Failure(f"cannot reach {self.base_url}: {exc!r}")
             if response.status_code == 400 and self._drop_rejected_option(response.text, payload):

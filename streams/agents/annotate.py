@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 import faust
 
-from loopline.processors.protocol import Processor
+from loopline.processors.protocol import Processor, annotate_isolating_failures
 from loopline.processors.routing import Decision, audit_draw, route
 from loopline.schemas import Annotation, LooplineError, Suggestion, TaskConfig, TextIn
 from loopline.streams.app import crash_loudly
 from loopline.streams.codec import decode_text
 from loopline.streams.connections import aiokafka_options
 from loopline.streams.intake import BatchIntake
-from loopline.streams.outputs import Record, decode_batch, outcome, outputs_for, send_all
+from loopline.streams.outputs import Record, decode_batch, outputs_for, send_all, settle
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import TaskTopics
@@ -73,12 +73,21 @@ class AnnotateStage:
 
     async def handle(self, messages: Sequence[Record]) -> None:
         valid, outputs, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
-        results = await self.student.annotate([item.text for _, item in valid]) if valid else []
+        texts = [item.text for _, item in valid]
+        results = await annotate_isolating_failures(self.student, texts) if valid else []
         for (message, item), result in zip(valid, results, strict=True):
             decision = decide(result, item, self.task, llm_available=self.llm_available)
             suggestions = suggestions_of(result, self.student.version, self.task)
-            outputs += outputs_for(item, suggestions, decision, self.task)
-            outcomes.append(outcome(message, decision))
+            item_outputs, item_outcome = settle(
+                message,
+                outputs_for(item, suggestions, decision, self.task),
+                decision,
+                task=self.task.name,
+                stage=STAGE,
+                max_message_bytes=self.topics.max_message_bytes,
+            )
+            outputs += item_outputs
+            outcomes.append(item_outcome)
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
 

@@ -19,7 +19,7 @@ from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
 from loopline.processors.routing import Decision, after_llm
 from loopline.schemas import Correction, InputError, LLMError, RoutedItem, Suggestion, TaskConfig
 from loopline.streams.app import register_batch_agent
-from loopline.streams.outputs import Output, decode_batch, outcome, outputs_for, send_all
+from loopline.streams.outputs import Output, decode_batch, outputs_for, send_all, settle
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import TaskTopics
 
@@ -93,8 +93,16 @@ class TeachStage:
         for (message, request), answer in zip(valid, answers, strict=True):
             produced_at = datetime.fromtimestamp(message.timestamp, tz=UTC)
             item_outputs, decision = teach_outputs(request, answer, self.task, produced_at)
+            item_outputs, item_outcome = settle(
+                message,
+                item_outputs,
+                decision,
+                task=self.task.name,
+                stage=STAGE,
+                max_message_bytes=self.topics.max_message_bytes,
+            )
             outputs += item_outputs
-            outcomes.append(outcome(message, decision))
+            outcomes.append(item_outcome)
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
@@ -71,12 +72,16 @@ def serve(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    server = start_server(model, weights, options)
+    _running_server = start_server(model, weights, options)  # dropping it stops the server
     console.print(f"Serving {model} at http://{host}:{port}/v1 (Ctrl-C or SIGTERM stops it).")
     while not stop.wait(0.5):
         pass
     console.print("Stopping the LLM server.")
-    del server
+    # llama.cpp's shutdown (the server object's destructor) waits, holding the GIL, until the
+    # requests in flight end, which keeps their connections open without an answer: clients
+    # would wait out their timeout. Exiting at once closes them: clients see a server that is
+    # gone and move on.
+    os._exit(0)
 
 
 @app.command()

@@ -78,10 +78,12 @@ def start_worker(task_file: Path, model: Path, env: dict, log: Path) -> subproce
 def produce_raw(bootstrap: str, task: TaskConfig, values: list[tuple[bytes | None, bytes | None]]):
     """Send (key, value) pairs exactly as given, bad bytes included."""
     ensure_topics(kafka_at(bootstrap), task)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for key, value in values:
-        producer.send(task.topic("texts"), key=key, value=value)
+    # The broker decides which sizes it accepts, not this producer.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 << 20)
+    sent = [producer.send(task.topic("texts"), key=key, value=value) for key, value in values]
     producer.flush()
+    for future in sent:
+        future.get(timeout=30)  # raises when the broker refused a message
     producer.close()
 
 

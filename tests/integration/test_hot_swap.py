@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from loopline.processors.data import read_examples
 from loopline.processors.training import train
 from loopline.schemas import Prediction, RoutedItem, TextIn, load_task
-from loopline.streams.app import group_id
+from loopline.streams.agents.annotate import group_id
 from loopline.streams.cli.models import publish_model_dir
 from loopline.streams.codec import encode
 from loopline.streams.connections import redis_sync_client

@@ -30,6 +30,8 @@ def test_explicit_id_is_kept():
         (b'{"txt": "typo"}', "schema_violation", "text"),
         (b'{"text": 42}', "schema_violation", "text"),
         (b'{"text": "ok", "extra": 1}', "schema_violation", "extra"),
+        (b'{"id": "1", "text": "a\\ud800"}', "undecodable", "lone UTF-16 surrogate"),
+        (b'{"text": "ok", "meta": {"\\udfff": 1}}', "undecodable", "valid Unicode"),
         (b'{"text": ""}', "empty_text", "empty"),
         (b'{"text": "  \\n\\t "}', "empty_text", "whitespace"),
         (json.dumps({"text": "x" * 101}).encode(), "oversized_text", "max_text_chars=100"),

@@ -62,3 +62,14 @@ def test_an_abandoned_probe_frees_the_slot() -> None:
     assert breaker.allow()
     breaker.record_abandoned()
     assert breaker.allow()
+
+
+def test_a_trip_opens_at_once_and_a_probe_closes_it_again() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=5, cooldown_s=10, clock=clock)
+    breaker.trip()
+    assert breaker.state == "open" and not breaker.allow() and breaker.retry_in() == 10
+    clock.now += 10
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.record_success()
+    assert breaker.state == "closed"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import threading
+import time
 
 import pytest
 
@@ -79,11 +82,66 @@ def test_a_hanging_server_times_out_and_is_retried(fake_llm: FakeLLM) -> None:
 
 
 def test_nobody_listening_is_llm_unavailable() -> None:
+    with pytest.raises(LLMUnavailable, match="cannot reach"):
+        run(complete(client(f"http://127.0.0.1:{closed_port()}/v1", retries=1)))
+
+
+def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(LLMUnavailable, match="cannot reach"):
-        run(complete(client(f"http://127.0.0.1:{port}/v1", retries=1)))
+        return probe.getsockname()[1]
+
+
+class Resetting:
+    """A server that accepts each connection and resets it at once (a server that crashed)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+
+@pytest.mark.parametrize("server", ["refused", "reset"])
+def test_a_server_that_is_gone_opens_the_breaker_at_once_without_backoff(server) -> None:
+    resetting = Resetting() if server == "reset" else None
+    url = resetting.base_url if resetting else f"http://127.0.0.1:{closed_port()}/v1"
+    sleeps = Sleeps()
+    chat = client(url, retries=3, sleep=sleeps, breaker=CircuitBreaker(failure_threshold=5))
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        async with chat:
+            for _ in range(3):
+                try:
+                    await chat.complete(MESSAGES)
+                except LLMUnavailable as error:
+                    outcomes.append(str(error))
+        return outcomes
+
+    started = time.monotonic()
+    first, second, third = run(scenario())
+    assert time.monotonic() - started < 2.0
+    assert "is gone" in first and "circuit open" in first
+    assert "circuit open" in second and "circuit open" in third
+    assert sleeps.delays == [] and chat.breaker.state == "open"
+    if resetting:
+        assert resetting.accepted == 2  # tried twice (a stale connection gets one more go)
+        resetting.sock.close()
 
 
 def test_the_breaker_opens_and_then_fails_fast_without_a_request(fake_llm: FakeLLM) -> None:
