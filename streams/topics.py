@@ -121,9 +121,7 @@ class TopicShape:
 def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, TopicShape]:
     if not names:
         return {}
-    partitions = {
-        topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)
-    }
+    partitions = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
     resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
     configs = admin.describe_configs(resources, config_filter="all")["topic"]
     return {

@@ -16,8 +16,9 @@ from loopline.processors.routing import Decision, audit_draw, route
 from loopline.schemas import Annotation, LooplineError, Suggestion, TaskConfig, TextIn
 from loopline.streams.app import register_batch_agent
 from loopline.streams.codec import decode_text
+from loopline.streams.observe import WorkerMetrics
 from loopline.streams.outputs import decode_batch, outcome, outputs_for, send_all
-from loopline.streams.state import OutcomeLedger
+from loopline.streams.state import Outcome, OutcomeLedger
 from loopline.streams.topics import TaskTopics
 
 STAGE = "annotate"
@@ -61,7 +62,7 @@ class AnnotateStage:
     def decode(self, raw: bytes | None) -> TextIn:
         return decode_text(raw, self.task.max_text_chars)
 
-    async def handle(self, events: Sequence[faust.EventT]) -> None:
+    async def handle(self, events: Sequence[faust.EventT]) -> list[Outcome]:
         valid, outputs, outcomes = decode_batch(events, self.decode, self.task.name, STAGE)
         results = await self.student.annotate([item.text for _, item in valid]) if valid else []
         for (message, item), result in zip(valid, results, strict=True):
@@ -71,14 +72,22 @@ class AnnotateStage:
             outcomes.append(outcome(message, decision))
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
+        return outcomes
 
 
-def register(app: faust.App, stage: AnnotateStage, *, batch_size: int, window_s: float) -> None:
+def register(
+    app: faust.App,
+    stage: AnnotateStage,
+    *,
+    batch_size: int,
+    window_s: float,
+    metrics: WorkerMetrics | None = None,
+) -> None:
     register_batch_agent(
         app,
         stage.topics.texts,
         f"{stage.task.topics.prefix}{STAGE}",
-        stage.handle,
+        metrics.observed(STAGE, stage.handle) if metrics else stage.handle,
         batch_size=batch_size,
         window_s=window_s,
     )

@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from loopline.schemas import load_task
+from loopline.streams.app import group_id
 from loopline.streams.connections import aiokafka_options
 from loopline.streams.local import services
 from loopline.streams.settings import Settings
-from loopline.streams.app import group_id
 from loopline.streams.topics import admin_client, read_to_end
 
 from ..fixtures.services import free_port
