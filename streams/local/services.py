@@ -331,6 +331,22 @@ def down(
     return stopped
 
 
+def kill(settings: Settings, name: str) -> int | None:
+    """SIGKILL a service `up` started here, as a crash would (for chaos runs); its pid, or
+    None when it was not running. `ensure_<name>` starts it again on its data."""
+    home = _home(settings, name)
+    process = _running(home)
+    if process is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while _alive(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _record_path(home).unlink(missing_ok=True)
+    return process.pid
+
+
 def ensure_kafka(
     settings: Settings,
     port: int = LOCAL_KAFKA_PORT,
