@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import redis
@@ -66,7 +67,7 @@ STOP_GRACE_S = 30.0
 # The user the SASL_SSL broker knows, under PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 alike.
 KAFKA_USER = "loopline"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-KafkaSecurity = str  # "PLAINTEXT" or "SASL_SSL"
+KafkaSecurity = Literal["PLAINTEXT", "SASL_SSL"]
 
 SERVICES = ("kafka", "redis", "llm")
 TITLES = {"kafka": "Kafka", "redis": "Redis", "llm": "LLM server"}
