@@ -57,6 +57,15 @@ def output_identity(role: str, key: bytes | None, value: bytes) -> tuple:
     return role, (key or b"").decode(errors="replace")
 
 
+def is_teach_outcome(message: dict) -> bool:
+    """A prediction revised by the LLM, or a review item the teach stage sent (it carries the
+    LLM's suggestion, or the reason the LLM gave none)."""
+    if message.get("source") == "llm":
+        return True
+    sources = [s.get("source") for s in message.get("suggestions", [])]
+    return "llm" in sources or str(message.get("reason", "")).startswith("llm_")
+
+
 @dataclass
 class Accounting:
     """Every output read back, by identity: how many copies, and whether they are the same bytes."""
@@ -130,6 +139,7 @@ class ChaosResult:
     throughput_during: float
     throughput_after: float
     seconds: float
+    llm_requests: int
     llm_answered: int
 
     def as_dict(self) -> dict:
@@ -157,7 +167,8 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True, name="chaos-watcher")
         self.settings, self.task = settings, task
         self.answered_ms: dict[str, int] = {}
-        self.llm_answered: set[str] = set()
+        self.llm_requests: set[str] = set()
+        self.llm_answered: set[str] = set()  # the teach stage wrote its outcome
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -169,7 +180,6 @@ class Watcher(threading.Thread):
         ]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        llm_topic = self.task.topic("predictions")
         while not self.stopping.is_set():
             for records in consumer.poll(timeout_ms=200, max_records=5000).values():
                 for record in records:
@@ -177,7 +187,9 @@ class Watcher(threading.Thread):
                         continue
                     message = json.loads(record.value)
                     self.answered_ms.setdefault(message["id"], record.timestamp)
-                    if record.topic == llm_topic and message.get("source") == "llm":
+                    if record.topic == self.task.topic("llm"):
+                        self.llm_requests.add(message["id"])
+                    elif is_teach_outcome(message):
                         self.llm_answered.add(message["id"])
         consumer.close()
 
@@ -420,6 +432,7 @@ def run_chaos_bench(
             throughput_during=throughput(answered, first_kill, last_recovered),
             throughput_after=throughput(answered, last_recovered, end_ms),
             seconds=(end_ms - start_ms) / 1000,
+            llm_requests=len(watcher.llm_requests),
             llm_answered=len(watcher.llm_answered),
         ),
         start_ms,

@@ -368,7 +368,10 @@ def chaos(
                          ("after", result.throughput_after)):  # fmt: skip
         table.add_row(f"throughput {label} the faults (items/s)", f"{value:,.0f}")
     if llm:
-        table.add_row("items the LLM answered", f"{result.llm_answered:,}")
+        table.add_row(
+            "LLM requests with a teach outcome by the end",
+            f"{result.llm_answered:,} / {result.llm_requests:,}",
+        )
     table.add_row("unplanned worker restarts", str(len(result.unplanned_restarts)))
     Console().print(table)
     faults = Table(title="faults")

@@ -340,7 +340,12 @@ def kill(settings: Settings, name: str) -> int | None:
     if process is None:
         return None
     with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGKILL)
+        # Started in a session of its own: its group holds whatever it spawned (the LLM
+        # server's worker keeps the port otherwise).
+        if os.getpgid(process.pid) == process.pid != os.getpgid(0):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            os.kill(process.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10.0
     while _alive(process) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -550,7 +555,7 @@ def _start_redis(home: Path, port: int, console: Console) -> Process:
         )
     # The daemon writes its pid file once it listens; it exits instead when it cannot.
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-    while not pid_file.exists():
+    while not (pid_file.exists() and pid_file.read_text().strip()):  # written, not just created
         if time.monotonic() > deadline:
             raise ServiceError(f"Redis did not start on port {port}.\n{_log_tails([log_file])}")
         time.sleep(0.05)
