@@ -246,7 +246,7 @@ class Chaos:
         self, workdir: Path, task_file: Path, model: Path, workers: int, llm: bool, console: Console
     ):
         self.console = console
-        self.launcher = Settings(state_dir=workdir / "services")
+        self.launcher = services.own_services(workdir / "services")
         self.ports = services.LocalPorts(kafka=_free_port(2), redis=_free_port(), llm=_free_port())
         self.task_file, self.model, self.workdir = task_file, model, workdir
         self.llm = llm
@@ -272,7 +272,9 @@ class Chaos:
                 "LOOPLINE_LLM_MODEL": LLM_MODEL,
                 "LOOPLINE_LLM_TIMEOUT_S": "20",
             }
-        return Settings(kafka_bootstrap=bootstrap, redis_url=redis_url)
+        return self.launcher.model_copy(
+            update={"kafka_bootstrap": bootstrap, "redis_url": redis_url}
+        )
 
     def start_worker(self, index: int) -> None:
         log = self.workdir / f"worker-{index}.log"

@@ -274,6 +274,15 @@ def up(
     return Endpoints(kafka_bootstrap, redis_url, llm_base_url, llm_model, kafka_client(settings))
 
 
+def own_services(state_dir: Path) -> Settings:
+    """Settings of a launcher that always starts services of its own in `state_dir`, whatever
+    the environment names (benchmarks and tests that kill them must never reach others)."""
+    borrowed = {name for name in Settings.model_fields if name.startswith("kafka_")}
+    borrowed |= set(EXTERNAL_FIELDS.values())
+    values = Settings().model_dump(exclude=borrowed)
+    return Settings.model_construct(**(values | {"state_dir": state_dir}))
+
+
 def kafka_client(settings: Settings) -> dict[str, str]:
     """What clients of the launcher's broker need besides its address (empty: PLAINTEXT)."""
     if _is_external(settings, "kafka"):

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def secure_kafka(tmp_path_factory) -> Settings:
     """Settings of a client of a fresh SASL_SSL broker (SCRAM-SHA-512 as the launcher prints)."""
-    settings = Settings(state_dir=tmp_path_factory.mktemp("secure-kafka"))
+    settings = services.own_services(tmp_path_factory.mktemp("secure-kafka"))
     try:
         bootstrap = services.ensure_kafka(settings, free_port(2), security="SASL_SSL")
     except Exception:

@@ -186,3 +186,13 @@ def test_a_secure_broker_takes_only_sasl_ssl_with_plain_and_scram(tmp_path):
     lines = services.Endpoints("127.0.0.1:19100", "redis://x", kafka_client=client).env_lines()
     assert "LOOPLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in lines
     assert f"LOOPLINE_KAFKA_SSL_CAFILE={files.ca_file}" in lines
+
+
+def test_own_services_ignore_services_and_security_the_environment_names(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOOPLINE_KAFKA_BOOTSTRAP", "elsewhere:9092")
+    monkeypatch.setenv("LOOPLINE_REDIS_URL", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("LOOPLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    own = services.own_services(tmp_path)
+    assert not any(services._is_external(own, name) for name in services.SERVICES)
+    assert own.kafka_security_protocol == "PLAINTEXT"
+    assert own.state_dir == tmp_path
