@@ -78,8 +78,8 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def kafka_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for kafka-python's KafkaProducer, KafkaConsumer and KafkaAdminClient."""
+def _common(settings: Settings) -> dict[str, Any]:
+    """What kafka-python and aiokafka name alike: brokers, protocol, SASL."""
     check_kafka_security(settings)
     options: dict[str, Any] = {
         "bootstrap_servers": _bootstrap(settings),
@@ -91,6 +91,12 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
             "sasl_plain_username": settings.kafka_sasl_username,
             "sasl_plain_password": _secret(settings.kafka_sasl_password),
         }
+    return options
+
+
+def kafka_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for kafka-python's KafkaProducer, KafkaConsumer and KafkaAdminClient."""
+    options = _common(settings)
     if uses_tls(settings):
         options |= {
             "ssl_cafile": _path(settings.kafka_ssl_cafile),
@@ -104,17 +110,7 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for aiokafka's AIOKafkaProducer and AIOKafkaConsumer."""
-    check_kafka_security(settings)
-    options: dict[str, Any] = {
-        "bootstrap_servers": _bootstrap(settings),
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        options |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism,
-            "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": _secret(settings.kafka_sasl_password),
-        }
+    options = _common(settings)
     if context := ssl_context(settings):
         options["ssl_context"] = context
     return options
