@@ -77,8 +77,16 @@ class TopicsConfig(_Section):
     replication_factor: int = Field(
         default=1, ge=1, description="Replicas for topics loopline creates (3 on a real cluster)."
     )
+    input: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="An existing topic to read texts from instead of `<prefix>texts` (it "
+        "must exist, with at least `partitions` partitions; loopline never creates it).",
+    )
 
     def name(self, role: TopicRole) -> str:
+        if role == "texts" and self.input:
+            return self.input
         return f"{self.prefix}{TOPIC_SUFFIXES[role]}"
 
 

@@ -59,13 +59,13 @@ def register_batch_agent(
     app: faust.App,
     topic: faust.TopicT,
     name: str,
-    handle: Callable[[Sequence[faust.EventT]], Awaitable[None]],
+    handle: Callable[[Sequence[faust.types.Message]], Awaitable[object]],
     *,
     batch_size: int,
     window_s: float,
 ) -> None:
-    """An agent that hands `handle` batches of at most `batch_size` events, waiting at most
-    `window_s` to fill one.
+    """An agent that hands `handle` the messages of batches of at most `batch_size` events,
+    waiting at most `window_s` to fill one.
 
     While one batch is handled, the next one fills: Faust's intake and the model overlap. A
     batch's messages stay held (Faust's reference count) until `handle` has returned, that
@@ -75,7 +75,7 @@ def register_batch_agent(
 
     async def handle_then_release(events: Sequence[faust.EventT]) -> None:
         try:
-            await handle(events)
+            await handle([event.message for event in events])
         except Exception as exc:  # a bug: expected errors were routed by `handle`
             await crash_loudly(app, name, exc)
             return

@@ -74,6 +74,9 @@ class BatchIntake(Service, ConsumerRebalanceListener):
         self._in_flight: asyncio.Task | None = None
         # Bumped by each rebalance: a batch fetched in an earlier generation is stale.
         self._generation = 0
+        # The group's committed offset of each assigned partition, for the lag metric.
+        self._committed: dict[TopicPartition, int] = {}
+        self._lag_base: asyncio.Task | None = None
 
     async def on_start(self) -> None:
         # aiokafka clients belong to the running event loop: made here, not in __init__.
@@ -112,12 +115,25 @@ class BatchIntake(Service, ConsumerRebalanceListener):
             except Exception as exc:  # a bug: expected errors were routed by `handle`
                 await self.on_error(exc)
                 return
+            offsets = next_offsets(records)
             try:
-                await self.consumer.commit(next_offsets(records))
+                await self.consumer.commit(offsets)
+                self._committed.update({tp: meta.offset for tp, meta in offsets.items()})
             except (CommitFailedError, IllegalStateError) as exc:
                 # The group moved on meanwhile: the outputs are in Kafka, and the next owner
                 # of these partitions redoes the records, byte for byte.
                 log.warning("offsets not committed after a rebalance: %s", exc)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages of each assigned partition not yet committed by this worker."""
+        if self.consumer is None:
+            return {}
+        lags = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None and tp in self._committed:
+                lags[tp] = end - self._committed[tp]
+        return lags
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Let the batch in flight finish and commit before the partitions move; batches
@@ -126,4 +142,10 @@ class BatchIntake(Service, ConsumerRebalanceListener):
             self._generation += 1
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("annotate intake assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        # Read apart from the rebalance, which must not wait on more requests to the group.
+        self._committed = {}
+        self._lag_base = asyncio.create_task(self._read_committed(list(assigned)))
+
+    async def _read_committed(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._committed.setdefault(tp, await self.consumer.committed(tp) or 0)

@@ -84,6 +84,7 @@ class Record(Protocol):
     partition: int
     offset: int
     value: bytes | None
+    timestamp: float | int
 
 
 def settle(

@@ -7,6 +7,7 @@ explicit arguments, so they can be built and tested without an environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,35 @@ class Settings(BaseSettings):
         default=f"127.0.0.1:{LOCAL_KAFKA_PORT}",
         description="Kafka bootstrap servers, host:port[,host:port]. "
         "Default: the broker `loopline infra up` starts.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (SASL over TLS, what managed clusters usually ask for).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="SASL mechanism, for SASL_PLAINTEXT and SASL_SSL.",
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates (unset: the "
+        "system's trusted CAs).",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that ask for one (mTLS)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client key, if it is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="Check that the broker's certificate names the host connected to.",
     )
     redis_url: str = Field(
         default=f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0",
@@ -118,3 +148,18 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.artifacts if self.artifacts is not None else self.state_dir / "artifacts"
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics (Prometheus) and /healthz server "
+        "(unset: no server; 0: any free port, logged at start).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics server listens on (0.0.0.0 inside a container).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per log line, for log collectors."
+    )

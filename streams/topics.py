@@ -16,7 +16,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, Ne
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from loopline.schemas import ServiceError, TaskConfig
+from loopline.schemas import ConfigError, ServiceError, TaskConfig
 from loopline.schemas.task import TOPIC_SUFFIXES
 from loopline.streams.connections import kafka_options
 from loopline.streams.settings import Settings
@@ -80,7 +80,8 @@ def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClien
 
 
 def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30.0) -> list[str]:
-    """Create the task's topics that do not exist yet; return the names created.
+    """Create the task's topics that do not exist yet; return the names created. Existing ones
+    must suit their role (partitions, cleanup policy), else a ConfigError says what to change.
 
     Done up front (by `worker` and `produce`) so that partition counts and compaction are
     what the task says, not whatever the broker's auto-creation would pick.
@@ -88,6 +89,15 @@ def ensure_topics(settings: Settings, task: TaskConfig, *, timeout_s: float = 30
     admin = admin_client(settings, timeout_s)
     try:
         existing = set(admin.list_topics())
+        if task.topics.input and task.topics.input not in existing:
+            raise ConfigError(
+                f"the task's input topic {task.topics.input} (topics.input) does not exist: "
+                "create it, or remove topics.input to use "
+                f"{task.topics.prefix}{TOPIC_SUFFIXES['texts']}"
+            )
+        present = [task.topic(role) for role in TOPIC_SUFFIXES if task.topic(role) in existing]
+        if problems := topic_problems(task, describe(admin, present)):
+            raise ConfigError("existing topics do not suit the task:\n- " + "\n- ".join(problems))
         wanted = [
             NewTopic(
                 name=task.topic(role),
@@ -122,6 +132,63 @@ def max_message_bytes(settings: Settings, topics: list[str], *, timeout_s: float
     finally:
         admin.close()
     return min(int(described[topic]["max.message.bytes"]["value"]) for topic in topics)
+
+
+@dataclass(frozen=True)
+class TopicShape:
+    """What loopline checks of a topic that already exists."""
+
+    partitions: int
+    cleanup_policy: str
+
+
+def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, TopicShape]:
+    if not names:
+        return {}
+    partitions = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    configs = admin.describe_configs(resources, config_filter="all")["topic"]
+    return {
+        name: TopicShape(partitions[name], configs[name]["cleanup.policy"]["value"])
+        for name in names
+    }
+
+
+def topic_problems(task: TaskConfig, existing: dict[str, TopicShape]) -> list[str]:
+    """Why existing topics do not suit their roles, each with what to do. Pure.
+
+    Compacted roles must be `compact` only (a `delete` policy would drop gold corrections and
+    models with time); the others must not be compacted (compaction would drop texts and
+    outputs that share a key). Fewer partitions than `topics.partitions` would idle workers.
+    """
+    problems = []
+    for role in TOPIC_SUFFIXES:
+        name = task.topic(role)
+        if name not in existing:
+            continue
+        shape = existing[name]
+        if shape.partitions < task.topics.partitions:
+            problems.append(
+                f"{name} has {shape.partitions} partition(s), the task asks for "
+                f"{task.topics.partitions}: add partitions (kafka-topics.sh --alter --topic "
+                f"{name} --partitions {task.topics.partitions}) or set topics.partitions: "
+                f"{shape.partitions}"
+            )
+        policies = set(shape.cleanup_policy.split(","))
+        if role in COMPACTED and policies != {"compact"}:
+            problems.append(
+                f"{name} has cleanup.policy={shape.cleanup_policy}, but {role} must be "
+                f"compacted only: kafka-configs.sh --alter --entity-type topics --entity-name "
+                f"{name} --add-config cleanup.policy=compact"
+            )
+        elif role not in COMPACTED and "delete" not in policies:
+            problems.append(
+                f"{name} has cleanup.policy={shape.cleanup_policy}; compaction would drop "
+                f"{role} messages that share a key: set cleanup.policy=delete on it "
+                f"(kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                "--add-config cleanup.policy=delete)"
+            )
+    return problems
 
 
 def read_to_end(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[ConsumerRecord]:

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from loopline.processors.isolated import InChildProcess
 from loopline.processors.students import load_student
 from loopline.schemas import TaskConfig
+from loopline.streams import observe
 from loopline.streams.agents import annotate, teach
 from loopline.streams.app import create_app
 from loopline.streams.connections import redis_client
@@ -42,7 +43,8 @@ def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger
 
 
 def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust.App:
-    """A worker app: the annotate agent, and the teach agent when an LLM is configured.
+    """A worker app: the annotate stage, the teach agent when an LLM is configured, and with
+    LOOPLINE_METRICS_PORT set, /metrics and /healthz.
 
     Without `model_dir` the worker serves the task's production model and follows the
     registry (hot swap); with it, that model only.
@@ -57,13 +59,12 @@ def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust
         )
     redis = redis_client(settings, **FAIL_FAST)
     llm_available = settings.llm_base_url is not None
-    annotate.register(
-        app,
-        annotate.AnnotateStage(
-            task, topics, student, ledger(redis, task, annotate.STAGE), llm_available=llm_available
-        ),
-        settings,
+    metrics = observe.WorkerMetrics(task.name) if settings.metrics_port is not None else None
+    stage = annotate.AnnotateStage(
+        task, topics, student, ledger(redis, task, annotate.STAGE), llm_available=llm_available
     )
+    intake = annotate.register(app, stage, settings, metrics)
+    teacher = None
     if llm_available:
         teacher = build_teacher(task, settings, redis, human_examples(settings, task))
         teach.register(
@@ -71,13 +72,24 @@ def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust
             teach.TeachStage(task, topics, teacher, ledger(redis, task, teach.STAGE)),
             batch_size=settings.llm_batch_size,
             window_s=settings.llm_batch_window_s,
+            metrics=metrics,
         )
+    if metrics is not None:
+        scrape = observe.ScrapeTimeCollector(task.name, lambda: stage.student.version, teacher)
+        metrics.registry.register(scrape)
+        observe.register(app, intake, metrics, settings.metrics_host, settings.metrics_port)
     return app
 
 
-def run(app: faust.App, *, loglevel: str = "warn") -> None:
+def run(app: faust.App, *, loglevel: str = "warn", log_format: str = "text") -> None:
     """Run until SIGTERM/SIGINT; exits non-zero when an agent crashed."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=observe.logging_config(log_format, loglevel),
+    )
     # Faust's start-up spinner sets the root logger to DEBUG, which makes every Kafka client
     # call build log records nobody reads: a third of the worker's time.
     worker.spinner = None

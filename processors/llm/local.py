@@ -133,6 +133,9 @@ def start_server(name: str, weights: Path, options: ServeOptions):
 
 def _require_free_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server's own socket does: connections of a killed server that linger in
+        # TIME_WAIT do not keep a restarted one off its port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -20,9 +20,10 @@ from loopline.streams.app import crash_loudly
 from loopline.streams.codec import decode_text
 from loopline.streams.connections import aiokafka_options
 from loopline.streams.intake import BatchIntake
+from loopline.streams.observe import WorkerMetrics
 from loopline.streams.outputs import Record, decode_batch, outputs_for, send_all, settle
 from loopline.streams.settings import Settings
-from loopline.streams.state import OutcomeLedger
+from loopline.streams.state import Outcome, OutcomeLedger
 from loopline.streams.topics import TaskTopics
 
 STAGE = "annotate"
@@ -71,7 +72,7 @@ class AnnotateStage:
     def decode(self, raw: bytes | None) -> TextIn:
         return decode_text(raw, self.task.max_text_chars)
 
-    async def handle(self, messages: Sequence[Record]) -> None:
+    async def handle(self, messages: Sequence[Record]) -> list[Outcome]:
         valid, outputs, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
         texts = [item.text for _, item in valid]
         results = await annotate_isolating_failures(self.student, texts) if valid else []
@@ -90,18 +91,21 @@ class AnnotateStage:
             outcomes.append(item_outcome)
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
+        return outcomes
 
 
-def register(app: faust.App, stage: AnnotateStage, settings: Settings) -> None:
+def register(
+    app: faust.App, stage: AnnotateStage, settings: Settings, metrics: WorkerMetrics | None = None
+) -> BatchIntake:
     """Start the stage's batch intake with the app, and stop the worker if it fails."""
-    app.service(
-        BatchIntake(
-            aiokafka_options(settings),
-            stage.topics.texts.get_topic_name(),
-            group_id(stage.task),
-            stage.handle,
-            batch_size=settings.batch_size,
-            window_s=settings.batch_window_s,
-            on_error=lambda exc: crash_loudly(app, STAGE, exc),
-        )
+    intake = BatchIntake(
+        aiokafka_options(settings),
+        stage.topics.texts.get_topic_name(),
+        group_id(stage.task),
+        metrics.observed(STAGE, stage.handle) if metrics else stage.handle,
+        batch_size=settings.batch_size,
+        window_s=settings.batch_window_s,
+        on_error=lambda exc: crash_loudly(app, STAGE, exc),
     )
+    app.service(intake)
+    return intake

@@ -19,8 +19,9 @@ from loopline.processors.llm.teacher import LLMAnswer, LLMTeacher
 from loopline.processors.routing import Decision, after_llm
 from loopline.schemas import Correction, InputError, LLMError, RoutedItem, Suggestion, TaskConfig
 from loopline.streams.app import register_batch_agent
-from loopline.streams.outputs import Output, decode_batch, outputs_for, send_all, settle
-from loopline.streams.state import OutcomeLedger
+from loopline.streams.observe import WorkerMetrics
+from loopline.streams.outputs import Output, Record, decode_batch, outputs_for, send_all, settle
+from loopline.streams.state import Outcome, OutcomeLedger
 from loopline.streams.topics import TaskTopics
 
 STAGE = "teach"
@@ -85,10 +86,8 @@ class TeachStage:
         self.teacher = teacher
         self.ledger = ledger
 
-    async def handle(self, events: Sequence[faust.EventT]) -> None:
-        valid, outputs, outcomes = decode_batch(
-            [event.message for event in events], decode_request, self.task.name, STAGE
-        )
+    async def handle(self, messages: Sequence[Record]) -> list[Outcome]:
+        valid, outputs, outcomes = decode_batch(messages, decode_request, self.task.name, STAGE)
         answers = await self.teacher.answer([request.item.text for _, request in valid])
         for (message, request), answer in zip(valid, answers, strict=True):
             produced_at = datetime.fromtimestamp(message.timestamp, tz=UTC)
@@ -105,14 +104,22 @@ class TeachStage:
             outcomes.append(item_outcome)
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
+        return outcomes
 
 
-def register(app: faust.App, stage: TeachStage, *, batch_size: int, window_s: float) -> None:
+def register(
+    app: faust.App,
+    stage: TeachStage,
+    *,
+    batch_size: int,
+    window_s: float,
+    metrics: WorkerMetrics | None = None,
+) -> None:
     register_batch_agent(
         app,
         stage.topics.llm,
         f"{stage.task.topics.prefix}{STAGE}",
-        stage.handle,
+        metrics.observed(STAGE, stage.handle) if metrics else stage.handle,
         batch_size=batch_size,
         window_s=window_s,
     )

@@ -53,10 +53,11 @@ class StreamBenchResult:
 
 
 def bench_task(task: TaskConfig, run_id: str) -> TaskConfig:
-    """The task on fresh topics of its own (and its own consumer group), with no audit."""
+    """The task on fresh topics of its own (and its own consumer group; never a named input
+    topic), with no audit."""
     return task.model_copy(
         update={
-            "topics": task.topics.model_copy(update={"prefix": f"bench-{run_id}."}),
+            "topics": task.topics.model_copy(update={"prefix": f"bench-{run_id}.", "input": None}),
             "routing": task.routing.model_copy(update={"audit_rate": 0.0}),
         }
     )

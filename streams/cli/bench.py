@@ -17,6 +17,7 @@ from rich.table import Table
 from loopline.processors.data import read_examples
 from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, load_task
+from loopline.streams.bench import chaos as chaos_bench
 from loopline.streams.bench import students as students_bench
 from loopline.streams.bench.review import plot_latencies, run_review_bench
 from loopline.streams.bench.stream import plot_latency, run_stream_bench
@@ -318,3 +319,75 @@ def review(
     )
     Console().print(table)
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'latency.png'}")
+
+
+@app.command()
+def chaos(
+    task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")],
+    model: Annotated[Path, typer.Option(help="Student model directory.")],
+    n: Annotated[int, typer.Option(help="Items to stream.")] = 100_000,
+    workers: Annotated[int, typer.Option(help="Worker processes (at most topics.partitions).")] = 2,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Also run and kill a local LLM server (smollm2-135m).")
+    ] = False,
+    times: Annotated[int, typer.Option(help="Kills of each service.")] = 2,
+    duration: Annotated[float, typer.Option(help="Seconds over which the items are sent.")] = 180.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault moments.")] = 0,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL texts (default: test.jsonl beside the task).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json, chaos.png and logs.")
+    ] = None,
+) -> None:
+    """Kill (SIGKILL) and restart a worker, Kafka, Redis (and the LLM) while streaming; then
+    account for every id: lost, duplicates and whether they are byte-identical, recovery."""
+    config = load_task(task)
+    lines = (data or default_data(task)).read_text(encoding="utf-8").splitlines()
+    texts = [text_from_line(line, plain=False).text for line in lines if line.strip()]
+    workdir = output_dir(out, "bench-chaos")
+    with Progress(console=err) as bars:
+        produced = bars.add_task("produced", total=n)
+        answered = bars.add_task("answered", total=n)
+
+        def show(sent: int, done: int, status: str) -> None:
+            bars.update(produced, completed=sent, description=f"produced ({status})")
+            bars.update(answered, completed=done)
+
+        result, start_ms, answered_ms = chaos_bench.run_chaos_bench(
+            config, model, texts, n, workdir, workers=workers, llm=llm, times=times,
+            duration_s=duration, seed=seed, console=err, progress=show,
+        )  # fmt: skip
+    chaos_bench.plot(result, start_ms, answered_ms, workdir / "chaos.png")
+    (workdir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
+
+    table = Table(title=f"bench chaos: {config.name}, {n} items, {workers} worker(s)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("ids accounted for", f"{result.ids_accounted:,} / {n:,}")
+    table.add_row("lost", str(result.lost))
+    identical = "all byte-identical" if result.duplicates_identical else "NOT identical"
+    table.add_row("duplicate outputs", f"{result.duplicates:,} ({identical})")
+    for label, value in (("before", result.throughput_before), ("during", result.throughput_during),
+                         ("after", result.throughput_after)):  # fmt: skip
+        table.add_row(f"throughput {label} the faults (items/s)", f"{value:,.0f}")
+    if llm:
+        table.add_row(
+            "LLM requests with a teach outcome by the end",
+            f"{result.llm_answered:,} / {result.llm_requests:,}",
+        )
+    table.add_row("unplanned worker restarts", str(len(result.unplanned_restarts)))
+    Console().print(table)
+    faults = Table(title="faults")
+    for column in ("service", "killed at (s)", "restart took (s)", "recovered after (s)"):
+        faults.add_column(column, justify="left" if column == "service" else "right")
+    for fault in result.faults:
+        recovered = "never" if fault.recovered_s is None else f"{fault.recovered_s:.1f}"
+        faults.add_row(
+            fault.service, f"{fault.at_s:.0f}", f"{fault.restarted_after_s:.1f}", recovered
+        )
+    Console().print(faults)
+    for line in result.unplanned_restarts:
+        err.print(f"[yellow]{line}[/]")
+    err.print(f"wrote {workdir / 'result.json'} and {workdir / 'chaos.png'}")
+    chaos_bench.check(result)

@@ -33,12 +33,22 @@ def up(
     ),
     redis_port: int = typer.Option(LOCAL_REDIS_PORT, help="Redis's port."),
     llm_port: int = typer.Option(LOCAL_LLM_PORT, help="The LLM server's port."),
+    kafka_sasl_ssl: bool = typer.Option(
+        False,
+        "--kafka-sasl-ssl",
+        help="Start Kafka with only a SASL_SSL listener: a throwaway CA and certificate, user "
+        "`loopline` under PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (the printed settings use "
+        "SCRAM-SHA-512).",
+    ),
 ) -> None:
     """Start Kafka and Redis (reusing running ones) and wait until they answer."""
     settings = Settings()
     model = llm_model or (settings.llm_model if llm else None)
     ports = services.LocalPorts(kafka=kafka_port, redis=redis_port, llm=llm_port)
-    endpoints = services.up(settings, llm_model=model, ports=ports, console=console)
+    security = "SASL_SSL" if kafka_sasl_ssl else "PLAINTEXT"
+    endpoints = services.up(
+        settings, llm_model=model, ports=ports, console=console, kafka_security=security
+    )
     typer.echo("\n".join(endpoints.env_lines()))
 
 

@@ -51,7 +51,7 @@ def worker(
         f"[bold]worker[/] for task {config.name}: {config.topic('texts')} -> "
         f"{config.topic('predictions')} (Kafka {settings.kafka_bootstrap})"
     )
-    worker_assembly.run(app, loglevel=loglevel)
+    worker_assembly.run(app, loglevel=loglevel, log_format=settings.log_format)
 
 
 def produce(

@@ -8,6 +8,7 @@ pid file. A service named by `LOOPLINE_KAFKA_BOOTSTRAP`, `LOOPLINE_REDIS_URL` or
 `LOOPLINE_LLM_BASE_URL` is never started, only checked.
 
     endpoints = up(Settings())          # idempotent; waits until every service answers
+    up(Settings(), kafka_security="SASL_SSL")   # Kafka with TLS and SASL (PLAIN, SCRAM)
     status(Settings())                  # Endpoints when Kafka and Redis answer, else None
     down(Settings())                    # stops what `up` started, nothing else
 """
@@ -20,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -30,10 +32,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import redis
@@ -44,6 +47,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas.errors import ServiceError
+from loopline.streams.connections import kafka_options
+from loopline.streams.local import tls
 from loopline.streams.settings import (
     LOCAL_KAFKA_PORT,
     LOCAL_LLM_PORT,
@@ -59,6 +64,10 @@ REDIS_START_TIMEOUT_S = 30.0
 LLM_START_TIMEOUT_S = 1200.0
 EXISTING_SERVICE_TIMEOUT_S = 10.0
 STOP_GRACE_S = 30.0
+# The user the SASL_SSL broker knows, under PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 alike.
+KAFKA_USER = "loopline"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+KafkaSecurity = Literal["PLAINTEXT", "SASL_SSL"]
 
 SERVICES = ("kafka", "redis", "llm")
 TITLES = {"kafka": "Kafka", "redis": "Redis", "llm": "LLM server"}
@@ -89,11 +98,13 @@ class Endpoints:
     redis_url: str
     llm_base_url: str | None = None
     llm_model: str | None = None
+    kafka_client: dict[str, str] = field(default_factory=dict)
 
     def env_lines(self) -> list[str]:
         """`NAME=value` lines a POSIX shell can `eval`."""
         values = {
             "LOOPLINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            **{f"LOOPLINE_{name.upper()}": value for name, value in self.kafka_client.items()},
             "LOOPLINE_REDIS_URL": self.redis_url,
             "LOOPLINE_LLM_BASE_URL": self.llm_base_url,
             "LOOPLINE_LLM_MODEL": self.llm_model,
@@ -106,7 +117,8 @@ class Process:
     """A process the launcher started, as recorded in `<state_dir>/<service>/service.json`.
 
     `marker` is a piece of the process's command line: a pid that the system has reused
-    for another program is not mistaken for the service.
+    for another program is not mistaken for the service. `client` holds the Settings fields
+    besides the address that a client needs (a secure broker's protocol, user, CA file).
     """
 
     pid: int
@@ -114,6 +126,7 @@ class Process:
     marker: str
     logs: list[str]
     model: str | None = None
+    client: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class ServiceState:
     answers: bool
     how: str
     model: str | None = None
+    client: dict[str, str] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -134,17 +148,25 @@ class ServiceState:
 # --- pure parts: configuration files, commands, messages -------------------------------
 
 
-def kafka_server_properties(port: int, data_dir: Path) -> str:
-    """A single-node KRaft broker and controller in one process, on `port` and `port + 1`."""
+def kafka_server_properties(
+    port: int, data_dir: Path, security: tuple[tls.BrokerTLS, str] | None = None
+) -> str:
+    """A single-node KRaft broker and controller in one process, on `port` and `port + 1`.
+
+    With `security` (the broker's TLS files and the user's password), clients connect with
+    SASL_SSL only: TLS with the throwaway CA, then PLAIN or SCRAM-SHA-256/512.
+    """
+    listener = "SASL_SSL" if security else "PLAINTEXT"
     properties = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{port + 1}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{port + 1}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"{listener}://{HOST}:{port},CONTROLLER://{HOST}:{port + 1}",
+        "advertised.listeners": f"{listener}://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
+        **(sasl_ssl_properties(*security) if security else {}),
         "log.dirs": str(data_dir),
         "num.partitions": "4",
         "auto.create.topics.enable": "true",
@@ -156,6 +178,43 @@ def kafka_server_properties(port: int, data_dir: Path) -> str:
         "group.initial.rebalance.delay.ms": "0",
     }
     return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def sasl_ssl_properties(files: tls.BrokerTLS, password: str) -> dict[str, str]:
+    """The SASL_SSL listener: the broker's certificate, PLAIN users in its JAAS config, SCRAM
+    users in the cluster metadata (added when the storage is formatted)."""
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{KAFKA_USER}" password="{password}" user_{KAFKA_USER}="{password}";'
+    )
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "sasl.enabled.mechanisms": ",".join(("PLAIN", *SCRAM_MECHANISMS)),
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": plain,
+        **{
+            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": scram
+            for mechanism in SCRAM_MECHANISMS
+        },
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(files.keystore),
+        "ssl.keystore.password": files.keystore_password,
+        "ssl.key.password": files.keystore_password,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(files.ca_file),
+    }
+
+
+def secure_client(files: tls.BrokerTLS, password: str) -> dict[str, str]:
+    """The Settings fields a client of the SASL_SSL broker needs (SCRAM-SHA-512 by default;
+    PLAIN and SCRAM-SHA-256 work with the same user)."""
+    return {
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": KAFKA_USER,
+        "kafka_sasl_password": password,
+        "kafka_ssl_cafile": str(files.ca_file),
+    }
 
 
 def kafka_log4j_properties(log_file: Path) -> str:
@@ -205,13 +264,38 @@ def up(
     llm_model: str | None = None,
     ports: LocalPorts = LocalPorts(),
     console: Console | None = None,
+    kafka_security: KafkaSecurity = "PLAINTEXT",
 ) -> Endpoints:
     """Start (or reuse) Kafka and Redis, and the LLM server when `llm_model` is given."""
     console = console or Console(stderr=True)
-    kafka_bootstrap = ensure_kafka(settings, ports.kafka, console)
+    kafka_bootstrap = ensure_kafka(settings, ports.kafka, console, security=kafka_security)
     redis_url = ensure_redis(settings, ports.redis, console)
     llm_base_url = ensure_llm(settings, llm_model, ports.llm, console) if llm_model else None
-    return Endpoints(kafka_bootstrap, redis_url, llm_base_url, llm_model)
+    return Endpoints(kafka_bootstrap, redis_url, llm_base_url, llm_model, kafka_client(settings))
+
+
+def own_services(state_dir: Path) -> Settings:
+    """Settings of a launcher that always starts services of its own in `state_dir`, whatever
+    the environment names (benchmarks and tests that kill them must never reach others)."""
+    borrowed = {name for name in Settings.model_fields if name.startswith("kafka_")}
+    borrowed |= set(EXTERNAL_FIELDS.values())
+    values = Settings().model_dump(exclude=borrowed)
+    return Settings.model_construct(**(values | {"state_dir": state_dir}))
+
+
+def kafka_client(settings: Settings) -> dict[str, str]:
+    """What clients of the launcher's broker need besides its address (empty: PLAINTEXT)."""
+    if _is_external(settings, "kafka"):
+        return {}
+    process = _running(_home(settings, "kafka"))
+    return process.client if process else {}
+
+
+def client_settings(settings: Settings, client: dict[str, str]) -> Settings:
+    """`settings` with a launcher broker's client fields (protocol, user, CA) applied."""
+    return settings.model_copy(
+        update=Settings.model_validate(client).model_dump(include=set(client))
+    )
 
 
 def status(settings: Settings) -> Endpoints | None:
@@ -229,6 +313,7 @@ def endpoints_of(states: list[ServiceState]) -> Endpoints | None:
         redis_url=by_name["redis"].address,
         llm_base_url=llm.address if llm else None,
         llm_model=llm.model if llm else None,
+        kafka_client=by_name["kafka"].client,
     )
 
 
@@ -256,16 +341,47 @@ def down(
     return stopped
 
 
+def kill(settings: Settings, name: str) -> int | None:
+    """SIGKILL a service `up` started here, as a crash would (for chaos runs); its pid, or
+    None when it was not running. `ensure_<name>` starts it again on its data."""
+    home = _home(settings, name)
+    process = _running(home)
+    if process is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        # Started in a session of its own: its group holds whatever it spawned (the LLM
+        # server's worker keeps the port otherwise).
+        if os.getpgid(process.pid) == process.pid != os.getpgid(0):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while _alive(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _record_path(home).unlink(missing_ok=True)
+    return process.pid
+
+
 def ensure_kafka(
-    settings: Settings, port: int = LOCAL_KAFKA_PORT, console: Console | None = None
+    settings: Settings,
+    port: int = LOCAL_KAFKA_PORT,
+    console: Console | None = None,
+    *,
+    security: KafkaSecurity = "PLAINTEXT",
 ) -> str:
-    """The bootstrap address of a Kafka that answers, starting one if needed."""
+    """The bootstrap address of a Kafka that answers, starting one if needed.
+
+    `security="SASL_SSL"` starts a broker that takes only SASL_SSL clients; `kafka_client`
+    then tells what they need. A broker that already runs is reused as it is.
+    """
     console = console or Console(stderr=True)
     if _is_external(settings, "kafka"):
-        return _use_existing("kafka", settings.kafka_bootstrap, kafka_answers, console)
+        answers = partial(kafka_answers, settings=settings)
+        return _use_existing("kafka", settings.kafka_bootstrap, answers, console)
     home = _home(settings, "kafka")
-    process = _running(home, console) or _start_kafka(settings, home, port, console)
-    _wait_until_answers("kafka", process, kafka_answers, KAFKA_START_TIMEOUT_S, console)
+    process = _running(home, console) or _start_kafka(settings, home, port, console, security)
+    answers = partial(kafka_answers, settings=client_settings(settings, process.client))
+    _wait_until_answers("kafka", process, answers, KAFKA_START_TIMEOUT_S, console)
     return process.address
 
 
@@ -332,13 +448,17 @@ def resolve_kafka_jars(cache_dir: Path, console: Console | None = None) -> Path:
     return libs
 
 
-def kafka_answers(bootstrap: str) -> bool:
-    """A real metadata request: the broker is registered and serves clients."""
+def kafka_answers(bootstrap: str, settings: Settings | None = None) -> bool:
+    """A real metadata request (as a client with `settings`' security): the broker is
+    registered and serves clients."""
+    options = kafka_options(
+        (settings or Settings()).model_copy(update={"kafka_bootstrap": bootstrap})
+    )
     try:
         with (
             _quiet("kafka"),
             KafkaAdminClient(
-                bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=3000
+                **options, bootstrap_timeout_ms=2000, request_timeout_ms=3000
             ) as admin,
         ):
             return bool(admin.describe_cluster()["brokers"])
@@ -383,28 +503,44 @@ PROBES: dict[str, Callable[[str], bool]] = {
 # --- starting -----------------------------------------------------------------------------
 
 
-def _start_kafka(settings: Settings, home: Path, port: int, console: Console) -> Process:
+def _start_kafka(
+    settings: Settings, home: Path, port: int, console: Console, security: KafkaSecurity
+) -> Process:
     java = _require("java", "kafka")
     _require_free_ports("kafka", port, port + 1)
     libs = resolve_kafka_jars(settings.cache_dir, console)
     data_dir = home / "data"
     server_properties, log4j = home / "server.properties", home / "log4j.properties"
     home.mkdir(parents=True, exist_ok=True)
-    server_properties.write_text(kafka_server_properties(port, data_dir))
+    secure, client = None, {}
+    if security == "SASL_SSL":
+        # A fresh CA and password each start; the data (and its SCRAM users) from scratch.
+        shutil.rmtree(data_dir, ignore_errors=True)
+        secure = (tls.generate(home / "tls", HOST), secrets.token_urlsafe(16))
+        client = secure_client(*secure)
+    server_properties.write_text(kafka_server_properties(port, data_dir, secure))
+    server_properties.chmod(0o600)
     log4j.write_text(kafka_log4j_properties(home / "kafka.log"))
     java_args = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
                  f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*"]  # fmt: skip
     if not (data_dir / "meta.properties").exists():
-        _format_kafka_storage(java_args, server_properties)
-    console.print(f"Starting Kafka on {HOST}:{port} (controller on {port + 1}) ...")
+        scram_users = secure[1] if secure else None
+        _format_kafka_storage(java_args, server_properties, scram_users)
+    console.print(f"Starting Kafka ({security}) on {HOST}:{port} (controller on {port + 1}) ...")
     pid = _spawn([*java_args, "kafka.Kafka", str(server_properties)], home / "stdout.log")
     logs = [str(home / "stdout.log"), str(home / "kafka.log")]
-    return _record(home, Process(pid, f"{HOST}:{port}", str(server_properties), logs))
+    return _record(
+        home, Process(pid, f"{HOST}:{port}", str(server_properties), logs, client=client)
+    )
 
 
-def _format_kafka_storage(java_args: list[str], server_properties: Path) -> None:
+def _format_kafka_storage(
+    java_args: list[str], server_properties: Path, scram_password: str | None
+) -> None:
     command = [*java_args, "kafka.tools.StorageTool", "format", "--ignore-formatted",
                "--cluster-id", kafka_cluster_id(), "--config", str(server_properties)]  # fmt: skip
+    for mechanism in SCRAM_MECHANISMS if scram_password else ():
+        command += ["--add-scram", f"{mechanism}=[name={KAFKA_USER},password={scram_password}]"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise ServiceError(
@@ -428,7 +564,7 @@ def _start_redis(home: Path, port: int, console: Console) -> Process:
         )
     # The daemon writes its pid file once it listens; it exits instead when it cannot.
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-    while not pid_file.exists():
+    while not (pid_file.exists() and pid_file.read_text().strip()):  # written, not just created
         if time.monotonic() > deadline:
             raise ServiceError(f"Redis did not start on port {port}.\n{_log_tails([log_file])}")
         time.sleep(0.05)
@@ -523,12 +659,19 @@ def _state(settings: Settings, name: str) -> ServiceState:
             return ServiceState(
                 name, address, answers, f"from {ENV_VARS[name]}", settings.llm_model
             )
-        return ServiceState(name, address, PROBES[name](address), f"from {ENV_VARS[name]}")
+        probe = partial(kafka_answers, settings=settings) if name == "kafka" else PROBES[name]
+        return ServiceState(name, address, probe(address), f"from {ENV_VARS[name]}")
     process = _running(_home(settings, name))
     if process is None:
         return ServiceState(name, None, False, "not running")
-    answers = PROBES[name](process.address)
-    return ServiceState(name, process.address, answers, f"pid {process.pid}", process.model)
+    if name == "kafka":
+        answers = kafka_answers(process.address, client_settings(settings, process.client))
+    else:
+        answers = PROBES[name](process.address)
+    how = f"pid {process.pid}" + (
+        f", {process.client['kafka_security_protocol']}" if process.client else ""
+    )
+    return ServiceState(name, process.address, answers, how, process.model, process.client)
 
 
 @contextlib.contextmanager

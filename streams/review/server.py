@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from loopline.schemas import ServiceError, TaskConfig
 from loopline.streams.connections import aiokafka_options, redis_client
+from loopline.streams.observe import logging_config
 from loopline.streams.review.api import ReviewMetrics, create_app
 from loopline.streams.review.ingest import Ingest
 from loopline.streams.review.queue import ReviewQueue
@@ -146,7 +147,15 @@ async def _crash_on_error(work, name: str) -> None:  # noqa: ANN001 (a coroutine
 
 def serve(settings: Settings, task: TaskConfig, host: str, port: int) -> None:
     app = build(settings, task, write_timeout_s=settings.review_write_timeout_s)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    json_logs = logging_config(settings.log_format, "warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **({"log_config": json_logs} if json_logs else {}),
+    )
 
 
 def spawn(task_file: Path, port: int, log: Path, env: dict[str, str] | None = None) -> Popen:

@@ -69,15 +69,14 @@ RAW_VALUES = st.one_of(
 
 
 def consumed(offset: int, value: bytes | None) -> SimpleNamespace:
-    message = SimpleNamespace(topic="t.texts", partition=0, offset=offset, value=value)
-    return SimpleNamespace(message=message)
+    return SimpleNamespace(topic="t.texts", partition=0, offset=offset, value=value, timestamp=0)
 
 
 def annotate_pure(values: list[bytes | None], confidence: float) -> tuple[list, list]:
     """The annotate stage without Kafka and the model: every output, every ledger entry."""
-    events = [consumed(offset, value) for offset, value in enumerate(values)]
+    messages = [consumed(offset, value) for offset, value in enumerate(values)]
     valid, outputs, outcomes = decode_batch(
-        events, lambda raw: decode_text(raw, MAX_CHARS), "demo", "annotate"
+        messages, lambda raw: decode_text(raw, MAX_CHARS), "demo", "annotate"
     )
     result = Annotation(labels=["a"], scores={"a": confidence}, confidence=confidence)
     for message, item in valid:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loopline.schemas.errors import ServiceError
-from loopline.streams.local import services
+from loopline.streams.local import services, tls
 from loopline.streams.settings import Settings
 from tests.fixtures.services import free_port
 
@@ -170,3 +170,29 @@ def test_a_reused_pid_is_not_taken_for_the_service(tmp_path: Path) -> None:
         assert services.down(Settings(state_dir=tmp_path)) == []
         assert stranger.poll() is None
         stranger.kill()
+
+
+def test_a_secure_broker_takes_only_sasl_ssl_with_plain_and_scram(tmp_path):
+    files = tls.generate(tmp_path / "tls", "127.0.0.1")
+    properties = parse_properties(
+        services.kafka_server_properties(19100, tmp_path / "data", (files, "pw"))
+    )
+    assert properties["listeners"] == "SASL_SSL://127.0.0.1:19100,CONTROLLER://127.0.0.1:19101"
+    assert properties["inter.broker.listener.name"] == "SASL_SSL"
+    assert properties["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    assert 'user_loopline="pw"' in properties["listener.name.sasl_ssl.plain.sasl.jaas.config"]
+    assert properties["ssl.truststore.location"] == str(files.ca_file)
+    client = services.secure_client(files, "pw")
+    lines = services.Endpoints("127.0.0.1:19100", "redis://x", kafka_client=client).env_lines()
+    assert "LOOPLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in lines
+    assert f"LOOPLINE_KAFKA_SSL_CAFILE={files.ca_file}" in lines
+
+
+def test_own_services_ignore_services_and_security_the_environment_names(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOOPLINE_KAFKA_BOOTSTRAP", "elsewhere:9092")
+    monkeypatch.setenv("LOOPLINE_REDIS_URL", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("LOOPLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    own = services.own_services(tmp_path)
+    assert not any(services._is_external(own, name) for name in services.SERVICES)
+    assert own.kafka_security_protocol == "PLAINTEXT"
+    assert own.state_dir == tmp_path
