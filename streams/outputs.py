@@ -65,11 +65,13 @@ def outputs_for(
     return outputs
 
 
-def outcome(message: faust.types.Message, decision: Decision) -> Outcome:
-    """The ledger entry of a consumed message: where it went, tagged with any review reason."""
+def outcome(message: faust.types.Message, decision: Decision, tokens: int = 0) -> Outcome:
+    """The ledger entry of a consumed message: where it went, tagged with any review reason,
+    and the LLM tokens it cost."""
     name = {"accept": "prediction", "llm": "llm", "review": "review"}[decision.destination]
     tags = (decision.review_reason,) if decision.review_reason else ()
-    return Outcome(message.topic, message.partition, message.offset, name, tags)
+    minute = int(message.timestamp // 60)
+    return Outcome(message.topic, message.partition, message.offset, name, tags, tokens, minute)
 
 
 def decode_batch(

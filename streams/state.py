@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-# KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset.
-# ARGV: triples of (topic:partition, offset, comma-separated outcomes), in any order.
+# KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset;
+# KEYS[3]: hash minute (of the consumed message's timestamp) -> LLM tokens.
+# ARGV: groups of (topic:partition, offset, comma-separated outcomes, tokens, minute), any order.
 _COUNT_NEW_OFFSETS = """
 local counted_up_to, highest = {}, {}
 local counted = 0
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 5 do
   local tp, offset, outcomes = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local tokens = tonumber(ARGV[i + 3])
   if counted_up_to[tp] == nil then
     counted_up_to[tp] = tonumber(redis.call('HGET', KEYS[2], tp) or '-1')
     highest[tp] = counted_up_to[tp]
@@ -27,6 +29,10 @@ for i = 1, #ARGV, 3 do
   if offset > counted_up_to[tp] then
     for outcome in string.gmatch(outcomes, '[^,]+') do
       redis.call('HINCRBY', KEYS[1], outcome, 1)
+    end
+    if tokens > 0 then
+      redis.call('HINCRBY', KEYS[1], 'llm_tokens', tokens)
+      redis.call('HINCRBY', KEYS[3], ARGV[i + 4], tokens)
     end
     counted = counted + 1
     if offset > highest[tp] then highest[tp] = offset end
@@ -48,6 +54,8 @@ class Outcome:
     offset: int
     outcome: str
     tags: tuple[str, ...] = ()
+    tokens: int = 0
+    minute: int = 0
 
 
 class OutcomeLedger:
@@ -57,6 +65,7 @@ class OutcomeLedger:
         self._client = client
         self._counts_key = f"loopline:{namespace}{stage}:outcomes"
         self._offsets_key = f"loopline:{namespace}{stage}:offsets"
+        self._tokens_key = f"loopline:{namespace}{stage}:tokens_by_minute"
         self._script = client.register_script(_COUNT_NEW_OFFSETS)
 
     async def record(self, outcomes: Iterable[Outcome]) -> int:
@@ -64,17 +73,23 @@ class OutcomeLedger:
         args: list[str | int] = []
         for item in outcomes:
             names = ",".join((item.outcome, *item.tags))
-            args += [f"{item.topic}:{item.partition}", item.offset, names]
+            args += [f"{item.topic}:{item.partition}", item.offset, names, item.tokens, item.minute]
         if not args:
             return 0
-        return int(await self._script(keys=[self._counts_key, self._offsets_key], args=args))
+        keys = [self._counts_key, self._offsets_key, self._tokens_key]
+        return int(await self._script(keys=keys, args=args))
 
     async def counts(self) -> dict[str, int]:
         raw = await self._client.hgetall(self._counts_key)
         return {_text(k): int(v) for k, v in sorted(raw.items())}
 
+    async def tokens_by_minute(self) -> dict[int, int]:
+        """LLM tokens spent, by the minute (since the epoch) of the requests that cost them."""
+        raw = await self._client.hgetall(self._tokens_key)
+        return {int(k): int(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
     async def reset(self) -> None:
-        await self._client.delete(self._counts_key, self._offsets_key)
+        await self._client.delete(self._counts_key, self._offsets_key, self._tokens_key)
 
 
 def _text(value: bytes | str) -> str:

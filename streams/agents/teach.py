@@ -92,7 +92,8 @@ class TeachStage:
             produced_at = datetime.fromtimestamp(message.timestamp, tz=UTC)
             item_outputs, decision = teach_outputs(request, answer, self.task, produced_at)
             outputs += item_outputs
-            outcomes.append(outcome(message, decision))
+            tokens = answer.usage.total_tokens if isinstance(answer, LLMAnswer) else 0
+            outcomes.append(outcome(message, decision, tokens))
         await send_all(self.topics, outputs)
         await self.ledger.record(outcomes)
 
