@@ -9,7 +9,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from loopline.schemas import LooplineError
-from loopline.streams.cli import bench, demo, encoder, infra, llm, model, review, schemas, stream
+from loopline.streams.cli import (
+    bench,
+    demo,
+    encoder,
+    infra,
+    llm,
+    model,
+    report,
+    review,
+    schemas,
+    stream,
+)
 
 app = typer.Typer(
     name="loopline",
@@ -27,6 +38,7 @@ app.command()(stream.consume)
 app.command()(stream.stats)
 app.command("train")(model.train)
 app.command("evaluate")(model.evaluate)
+app.command("report")(report.report)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")
 app.add_typer(llm.app, name="llm")
