@@ -216,16 +216,61 @@ class Answer(Message):
         return f"{self.lease_id}:{self.edit}"
 
 
+ModelStatus = Literal["candidate", "production", "rejected", "retired"]
+
+
+class BandAccuracy(BaseModel):
+    """Accuracy of the student's answers whose confidence falls in [low, high), on the gold
+    evaluation set; and of the LLM's (silver) answers on the same items, where it gave one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = Field(ge=0.0, le=1.0)
+    high: float = Field(ge=0.0, le=1.0)
+    n: int = Field(ge=0)
+    accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    llm_n: int = Field(default=0, ge=0)
+    llm_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
 class ModelEvent(Message):
-    """A new student version: drives hot swap in every annotate worker."""
+    """One student version and what became of it, on the compacted `models` topic.
+
+    Keyed by `version`; the key `production` holds a copy of the current production
+    version's event with `history` (the production versions before it), which is what
+    workers follow and what `rollback` steps back through.
+    """
 
     task: str
     version: str
-    artifact: str = Field(description="Where the model lives (a directory path or URI).")
-    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact: str = Field(
+        description="Where the model lives: a key inside the artifact store "
+        "(LOOPLINE_ARTIFACTS), `<task>/<version>`."
+    )
+    status: ModelStatus = "candidate"
+    reason: str = Field(default="", description="Why it has this status, in words.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Figures on the evaluation set: the main score, macro_f1, ece, eval_n.",
+    )
+    bands: list[BandAccuracy] = Field(
+        default_factory=list, description="Accuracy per confidence band on the evaluation set."
+    )
+    compared_with: str | None = Field(
+        default=None, description="The production version the gate compared it with."
+    )
+    baseline_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="That version's figures on the same evaluation set.",
+    )
     parent_version: str | None = None
     config_hash: str = ""
+    data_hash: str = Field(default="", description="Fingerprint of the training data.")
     data_counts: dict[str, int] = Field(default_factory=dict)
+    history: list[str] = Field(
+        default_factory=list,
+        description="On the `production` key: earlier production versions, latest last.",
+    )
     created_at: datetime
 
 

@@ -191,6 +191,56 @@ class ReviewConfig(_Section):
     )
 
 
+class LearningConfig(_Section):
+    """How corrections become new students: when to train, what to hold out, when to promote."""
+
+    min_new_gold: int = Field(
+        default=50, ge=1, description="Train when this many new gold-labelled items arrived."
+    )
+    interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Also train this often when anything is new (gold or silver).",
+    )
+    silver_weight: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Training weight of an LLM (silver) answer; a human (gold) one weighs 1.",
+    )
+    eval_share: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of gold items (chosen by a hash of the id, stable everywhere) kept "
+        "as the evaluation set and never trained on.",
+    )
+    eval_file: str | None = Field(
+        default=None,
+        description="A fixed gold JSONL file added to the evaluation set (relative paths: "
+        "from the directory the trainer runs in).",
+    )
+    promote_margin: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="A candidate replaces production only when its main score (accuracy, "
+        "micro-F1 or entity F1) is higher by at least this on the same evaluation set.",
+    )
+    max_ece_increase: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="... and its calibration error is not higher by more than this.",
+    )
+    floor: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The first model of a task is promoted when its main score reaches this.",
+    )
+
+
 class TaskConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     kind: TaskKind
@@ -209,6 +259,7 @@ class TaskConfig(_Section):
     student: StudentConfig = StudentConfig()
     llm: LLMTaskConfig = LLMTaskConfig()
     review: ReviewConfig = ReviewConfig()
+    learning: LearningConfig = LearningConfig()
 
     @model_validator(mode="after")
     def _enough_labels(self) -> TaskConfig:

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         description="Where verified weights (LLM, sentence encoder) and the encoder's "
         "embedding cache are kept.",
     )
+    artifacts: Path | None = Field(
+        default=None,
+        description="The artifact store: a directory every trainer and worker of a task can "
+        "reach (a shared mount on several machines). Default: STATE_DIR/artifacts.",
+    )
     encoder_threads: int = Field(
         default=0,
         ge=0,
@@ -98,7 +103,18 @@ class Settings(BaseSettings):
         "before it answers 503.",
     )
 
+    trainer_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a trainer's lease on its task lasts unless renewed; another "
+        "trainer takes over this long after one dies.",
+    )
+
     batch_size: int = Field(default=256, ge=1, description="Most items the student sees at once.")
     batch_window_s: float = Field(
         default=0.02, gt=0, description="Longest wait to fill a batch (bounds latency)."
     )
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.artifacts if self.artifacts is not None else self.state_dir / "artifacts"

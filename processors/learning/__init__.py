@@ -1,1 +1,2 @@
-"""The learning loop's pure parts: training set, evaluation gate, routing policy, monitoring."""
+"""The learning loop's pure logic: corrections into training and evaluation sets, and the
+gate that decides whether a new student replaces the one in production. No I/O."""
