@@ -54,9 +54,10 @@ def gold_evidence(
     kind: TaskKind,
     gold: Sequence[LabelledText],
     student: Sequence[Annotation],
-    llm: Sequence[Annotation | None],
+    llm: Sequence[Annotation | LabelledText | None],
 ) -> list[GoldEvidence]:
-    """Evidence rows from the student's and (where given) the LLM's answers to gold items."""
+    """Evidence rows from the student's and (where given) the LLM's answers to gold items
+    (an Annotation, or a silver LabelledText)."""
     student_right = correct_items(kind, gold, student)
     llm_right = correct_items(kind, gold, llm)
     return [

@@ -11,7 +11,6 @@ from redis.exceptions import RedisError
 
 from loopline.schemas import (
     Correction,
-    ModelEvent,
     Prediction,
     RoutedItem,
     ServiceError,
@@ -20,6 +19,7 @@ from loopline.schemas import (
 from loopline.streams import worker as worker_assembly
 from loopline.streams.agents import teach
 from loopline.streams.connections import redis_client
+from loopline.streams.models.registry import read_registry
 from loopline.streams.report.series import Stamped, TaskRecords
 from loopline.streams.review.queue import ReviewQueue
 from loopline.streams.settings import Settings
@@ -30,7 +30,6 @@ TOPICS: dict[str, tuple[str, type[BaseModel]]] = {
     "llm_requests": ("llm", RoutedItem),
     "review": ("review", RoutedItem),
     "corrections": ("corrections", Correction),
-    "models": ("models", ModelEvent),
 }
 
 
@@ -43,7 +42,8 @@ class RedisFigures:
 
 
 def read_records(settings: Settings, task: TaskConfig) -> TaskRecords:
-    """Every message on the task's topics, in timestamp order; bad ones are counted, not read."""
+    """Every message on the task's topics, in timestamp order (bad ones are counted), and the
+    model registry."""
     records = TaskRecords()
     bad: Counter[str] = Counter()
     for field, (role, model) in TOPICS.items():
@@ -57,6 +57,7 @@ def read_records(settings: Settings, task: TaskConfig) -> TaskRecords:
             stamped.append(Stamped(message, record.timestamp))
         getattr(records, field).extend(sorted(stamped, key=lambda s: s.ms))
     records.undecodable = dict(bad)
+    records.registry = read_registry(settings, task)
     return records
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from loopline.processors.learning.monitoring import LiveAccuracy, audit_results, live_accuracy
+from loopline.processors.learning.policy import effective_routing
 from loopline.processors.metrics import MAIN_METRIC
 from loopline.schemas import ModelEvent, TaskConfig
+from loopline.schemas.task import RoutingConfig
 from loopline.streams.report.gather import RedisFigures
 from loopline.streams.report.series import (
     ROUTES,
@@ -49,9 +51,13 @@ class Report:
     summary: dict[str, str]
 
 
-def gate_figure(event: ModelEvent, metric: str) -> float | None:
-    """What live audits of a version are held against: its main score on the gate's
-    evaluation set."""
+def gate_figure(event: ModelEvent, routing: RoutingConfig, metric: str) -> float | None:
+    """What live audits of a version are held against: the gate's accuracy of the items it
+    would accept (the bands at or above its threshold), else its main score."""
+    threshold = effective_routing(routing, event.policy).accept_threshold
+    accepted = [b for b in event.bands if b.low >= threshold and b.n and b.accuracy is not None]
+    if accepted:
+        return sum(b.n * b.accuracy for b in accepted) / sum(b.n for b in accepted)
     return event.metrics.get(metric)
 
 
@@ -59,13 +65,13 @@ def build_report(
     task: TaskConfig, records: TaskRecords, redis: RedisFigures, *, price_per_1k: float
 ) -> Report:
     metric = MAIN_METRIC[task.kind]
-    events = model_events(records)
+    events = model_events(records.registry)
     routes = item_routes(records)
     totals = route_totals(routes)
     tokens = token_series(redis.tokens_by_minute, redis.llm_answers, routes)
     audits = live_accuracy(
         audit_results((r.message for r in records.review), _gold_messages(records)),
-        {e.version: f for e in events if (f := gate_figure(e, metric)) is not None},
+        {e.version: f for e in events if (f := gate_figure(e, task.routing, metric)) is not None},
     )
     production = [e.version for e in events if e.status == "production"]
     summary = {
@@ -187,7 +193,8 @@ def audit_section(task: TaskConfig, audits: Sequence[LiveAccuracy], metric: str)
     section.paragraphs.append(
         "Accepted items sampled for review by a hash of their id, as people answered them: an "
         "unbiased estimate of each version's accuracy in production, with a 95 % Wilson "
-        f"interval, beside its gate figure ({metric} on the evaluation set). A version whose "
+        "interval, beside its gate figure (the accuracy on the evaluation set of the items it "
+        f"would accept, or its {metric} without per-band figures). A version whose "
         "whole interval lies below its gate figure is flagged."
     )
     flagged = [a.version for a in audits if a.flagged]

@@ -15,6 +15,7 @@ import numpy as np
 
 from loopline.processors.learning.monitoring import AUDIT_REASON
 from loopline.schemas import Correction, ModelEvent, Prediction, RoutedItem
+from loopline.streams.models.registry import RegistryState
 
 ROUTES = ("accepted", "llm", "people")
 
@@ -35,7 +36,7 @@ class TaskRecords:
     llm_requests: list[Stamped] = field(default_factory=list)
     review: list[Stamped] = field(default_factory=list)
     corrections: list[Stamped] = field(default_factory=list)
-    models: list[Stamped] = field(default_factory=list)
+    registry: RegistryState = field(default_factory=RegistryState)
     undecodable: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -135,14 +136,10 @@ def queue_depth(records: TaskRecords) -> tuple[list[int], list[int]]:
     return times, depths
 
 
-def model_events(records: TaskRecords) -> list[ModelEvent]:
-    """The latest event of each version, oldest version first (the `production` pointer,
-    a copy, is left out)."""
-    latest: dict[str, ModelEvent] = {}
-    for record in records.models:
-        event: ModelEvent = record.message
-        latest[event.version] = event
-    return sorted(latest.values(), key=lambda e: e.created_at)
+def model_events(registry: RegistryState) -> list[ModelEvent]:
+    """Every version's latest event with its status as the registry sees it, oldest first."""
+    events = sorted(registry.versions.values(), key=lambda e: e.created_at)
+    return [e.model_copy(update={"status": registry.status(e.version)}) for e in events]
 
 
 @dataclass(frozen=True)
