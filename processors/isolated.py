@@ -44,7 +44,7 @@ def _predict(texts: Sequence[str]) -> list[Annotation]:
     return _loaded.predict(texts)
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """Without it, a parent killed by SIGKILL leaves the child waiting forever."""
 
     def watch() -> None:
@@ -74,7 +74,7 @@ class InChildProcess:
         pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with_parent,
+            initializer=exit_with_parent,
             initargs=(os.getpid(),),
         )
         try:
@@ -86,3 +86,7 @@ class InChildProcess:
 
     async def annotate(self, texts: Sequence[str]) -> list[Annotation | LooplineError]:
         return await asyncio.get_running_loop().run_in_executor(self._pool, _predict, texts)
+
+    def close(self) -> None:
+        """Stop the child (after the batch it may be answering)."""
+        self._pool.shutdown(cancel_futures=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from loopline.streams.settings import Settings
@@ -33,3 +34,8 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     """An asyncio Redis client (`options` go to `redis.asyncio.from_url`); connections are
     made lazily, on first use."""
     return aioredis.from_url(settings.redis_url, **options)
+
+
+def redis_sync_client(settings: Settings, **options: Any) -> redis.Redis:
+    """A blocking Redis client, for processes without an event loop (the trainer, commands)."""
+    return redis.Redis.from_url(settings.redis_url, **options)

@@ -18,6 +18,7 @@ from loopline.schemas import TaskConfig
 from loopline.streams.agents import annotate, teach
 from loopline.streams.app import create_app
 from loopline.streams.connections import redis_client
+from loopline.streams.models import follow
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
@@ -30,13 +31,20 @@ def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger
     return OutcomeLedger(redis, task.topics.prefix, stage)
 
 
-def build(settings: Settings, task: TaskConfig, model_dir: Path) -> faust.App:
-    """A worker app: the annotate agent, and the teach agent when an LLM is configured."""
-    student = InChildProcess.start(
-        partial(load_student, model_dir, task, threads=settings.encoder_threads)
-    )
+def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust.App:
+    """A worker app: the annotate agent, and the teach agent when an LLM is configured.
+
+    Without `model_dir` the worker serves the task's production model and follows the
+    registry (hot swap); with it, that model only.
+    """
     ensure_topics(settings, task)
     app, topics = create_app(settings, task)
+    if model_dir is None:
+        student = follow.production_student(app, settings, task)
+    else:
+        student = InChildProcess.start(
+            partial(load_student, model_dir, task, threads=settings.encoder_threads)
+        )
     redis = redis_client(settings)
     llm_available = settings.llm_base_url is not None
     annotate.register(
@@ -72,20 +80,13 @@ def run(app: faust.App, *, loglevel: str = "warn") -> None:
 
 
 def start_process(
-    task_file: Path, model_dir: Path, log: Path, env: dict[str, str] | None = None
+    task_file: Path, model_dir: Path | None, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
-    """`loopline worker` in a process of its own, as in production (benchmarks, the demo)."""
+    """`loopline worker` in a process of its own, as in production (benchmarks, the demo);
+    without `model_dir` it follows the registry."""
+    model = ["--model", str(model_dir)] if model_dir is not None else []
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loopline.streams.cli",
-            "worker",
-            "--task",
-            str(task_file),
-            "--model",
-            str(model_dir),
-        ],
+        [sys.executable, "-m", "loopline.streams.cli", "worker", "--task", str(task_file), *model],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from loopline.streams.cli import (
     infra,
     llm,
     model,
+    models,
     report,
     review,
     schemas,
@@ -39,12 +40,14 @@ app.command()(stream.stats)
 app.command("train")(model.train)
 app.command("evaluate")(model.evaluate)
 app.command("report")(report.report)
+app.command("trainer")(models.trainer)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")
 app.add_typer(llm.app, name="llm")
 app.add_typer(encoder.app, name="encoder")
 app.add_typer(bench.app, name="bench")
 app.add_typer(review.app, name="review")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from loopline.processors.student import ModelMeta
 from loopline.processors.training import TrainProgress, TrainReport
 from loopline.processors.training import train as train_student
 from loopline.schemas import ConfigError, TaskConfig, load_task
+from loopline.streams.cli.models import publish_model_dir
 from loopline.streams.settings import Settings
 from loopline.streams.wiring import build_teacher
 
@@ -57,6 +58,13 @@ def train(
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            help="Also register the model in the task's registry (a candidate; make it "
+            "production with `loopline models promote`)."
+        ),
+    ] = False,
 ) -> None:
     """Train a student (spaCy, encoder or a cascade), calibrate its confidence and save it
     with its scores."""
@@ -74,6 +82,12 @@ def train(
             cache_dir=Settings().cache_dir,
         )
     _print_train_report(report)
+    if publish:
+        event = publish_model_dir(Settings(), config, report.out_dir)
+        console.print(
+            f"registered {event.version} as a candidate; serve it with `loopline models "
+            f"promote {event.version} --task {task}`"
+        )
 
 
 def evaluate(

@@ -31,7 +31,13 @@ ConsumableTopic = Literal[
 
 def worker(
     task: TaskOption,
-    model: Annotated[Path, typer.Option(help="Student model directory from `loopline train`.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve this model directory only. Default: the task's production model, "
+            "followed as new ones are promoted."
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
 ) -> None:
     """Run a worker: annotate `texts` with the student, route unsure items on.

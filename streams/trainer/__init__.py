@@ -1,0 +1,1 @@
+"""The trainer: corrections in, new students out, through the evaluation gate."""
