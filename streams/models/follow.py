@@ -112,6 +112,18 @@ def production_student(app: faust.App, settings: Settings, task: TaskConfig) -> 
     return student
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set:
+    """The topic's partitions; a fresh broker may need a few metadata requests to know them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        await consumer.topics()  # fetches metadata
+        if found := consumer.partitions_for_topic(topic):
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConfigError(f"topic {topic} has no partitions: was it created?")
+        await asyncio.sleep(0.5)
+
+
 class RegistryFollower:
     """Reads the `models` topic (no consumer group: every worker sees every change) and
     swaps the worker to each new production version."""
@@ -133,8 +145,7 @@ class RegistryFollower:
         await consumer.start()
         try:
             topic = self.task.topic("models")
-            await consumer.topics()  # fetches metadata, so the partitions are known
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            partitions = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
