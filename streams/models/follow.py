@@ -23,13 +23,14 @@ from functools import partial
 import faust
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from loopline.processors.isolated import InChildProcess
 from loopline.processors.learning.policy import effective_routing
 from loopline.processors.students import load_student
 from loopline.schemas import Annotation, ConfigError, LooplineError, ModelEvent, TaskConfig
 from loopline.schemas.task import RoutingConfig
-from loopline.streams.connections import aiokafka_options
+from loopline.streams.connections import aiokafka_options, kafka_options
 from loopline.streams.models.artifacts import DirectoryStore
 from loopline.streams.models.registry import PRODUCTION_KEY, decode_event, read_registry
 from loopline.streams.settings import Settings
@@ -112,16 +113,17 @@ def production_student(app: faust.App, settings: Settings, task: TaskConfig) -> 
     return student
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set:
-    """The topic's partitions; a fresh broker may need a few metadata requests to know them."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        await consumer.topics()  # fetches metadata
-        if found := consumer.partitions_for_topic(topic):
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise ConfigError(f"topic {topic} has no partitions: was it created?")
-        await asyncio.sleep(0.5)
+def _partitions(settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions. kafka-python asks the broker when it does not know them;
+    aiokafka's `partitions_for_topic` only reads metadata it happens to hold already."""
+    consumer = KafkaConsumer(**kafka_options(settings))
+    try:
+        found = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    if not found:
+        raise ConfigError(f"topic {topic} has no partitions: run the worker again to create it")
+    return found
 
 
 class RegistryFollower:
@@ -145,7 +147,8 @@ class RegistryFollower:
         await consumer.start()
         try:
             topic = self.task.topic("models")
-            partitions = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+            found = await asyncio.to_thread(_partitions, self.settings, topic)
+            partitions = [TopicPartition(topic, p) for p in found]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
