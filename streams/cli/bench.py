@@ -398,7 +398,7 @@ def loop(
             f"{r.llm_tokens:,}",
             str(r.reviewed),
         )
-    Console().print(table)
+    Console(width=160).print(table)
     if result.llm_alone_accuracy is not None:
         err.print(
             f"baseline: the LLM alone {result.llm_alone_accuracy:.3f} "
