@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import subprocess
@@ -41,7 +42,7 @@ from loopline.processors.learning.policy import effective_routing
 from loopline.processors.metrics import correct_items
 from loopline.processors.routing import after_llm, audit_draw, route
 from loopline.processors.students import load_student
-from loopline.processors.training import train
+from loopline.processors.training import MIN_HELDOUT, train
 from loopline.schemas import (
     Annotation,
     ConfigError,
@@ -462,6 +463,14 @@ def run_loop_bench(
         rounds=rounds,
         seed=seed,
     )
+    needed = math.ceil(
+        MIN_HELDOUT / task.student.calibration_share / (1 - task.learning.eval_share)
+    )
+    if seed_labels and len(seed_set) < needed:
+        raise ConfigError(
+            f"{len(seed_set)} seed labels, but the trainer makes no first model from fewer than "
+            f"about {needed} gold labels: raise --seed-labels"
+        )
     eval_file = workdir / "eval.jsonl"
     write_examples(eval_file, evaluation)
     bench = LoopBench(settings, task, workdir, report, review_port=review_port, eval_file=eval_file)
