@@ -20,6 +20,13 @@ from loopline.schemas.task import TaskKind
 
 Prediction = Annotation | None
 
+MAIN_METRIC: dict[TaskKind, str] = {
+    "textcat": "accuracy",
+    "textcat_multilabel": "micro_f1",
+    "ner": "f1",
+}
+"""The one figure to compare models of a task kind by: accuracy, micro-F1 or entity F1."""
+
 
 @dataclass(frozen=True)
 class LabelScore:
@@ -41,8 +48,7 @@ class Scores:
 
     @property
     def main_name(self) -> str:
-        """The one figure to compare models by: accuracy, micro-F1 or entity F1."""
-        return {"textcat": "accuracy", "textcat_multilabel": "micro_f1", "ner": "f1"}[self.kind]
+        return MAIN_METRIC[self.kind]
 
     @property
     def main(self) -> float:

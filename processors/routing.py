@@ -58,6 +58,15 @@ def route(
             "the LLM is not measurably better than the student here",
             priority,
         )
+    if not policy.sends_to_llm(confidence):
+        bands = ", ".join(f"[{low:.2f}, {high:.2f})" for low, high in policy.llm_bands or ())
+        return Decision(
+            "review",
+            "llm_not_better",
+            f"confidence {confidence:.3f} is outside the LLM's bands ({bands or 'none'}): "
+            "on gold labels the LLM was not measurably better than the student here",
+            priority,
+        )
     return Decision(
         "llm",
         "low_confidence",

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loopline.schemas.policy import RoutingPolicy
+
 SCHEMA_VERSION = 1
 # Dead letters keep at most this much of the original value (base64 makes it a third larger),
 # so that one always fits on its topic however large the message it stands for.
@@ -270,6 +272,12 @@ class ModelEvent(Message):
     config_hash: str = ""
     data_hash: str = Field(default="", description="Fingerprint of the training data.")
     data_counts: dict[str, int] = Field(default_factory=dict)
+    policy: RoutingPolicy | None = Field(
+        default=None,
+        description="Routing fitted on the evaluation set, with its evidence: the accept "
+        "threshold for routing.target_accuracy and the bands where the LLM is measurably "
+        "better. Workers apply it where the task file sets no value.",
+    )
     history: list[str] = Field(
         default_factory=list,
         description="On the `production` key: earlier production versions, latest last.",

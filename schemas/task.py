@@ -66,6 +66,36 @@ class RoutingConfig(_Section):
         description="Share of accepted items also sent to review, to measure production "
         "accuracy without bias.",
     )
+    target_accuracy: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="When set, each promoted student comes with an accept threshold fitted "
+        "on its gold evaluation set: the lowest at which accepted items reach this accuracy. "
+        "An accept_threshold written in this file still wins.",
+    )
+    llm_bands: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="Confidence bands [low, high) where unsure items go to the LLM; elsewhere "
+        "they go straight to review. Unset: every band from llm_min_confidence up. Fitted "
+        "with each promoted student from the evidence (where the LLM is measurably better "
+        "than the student); written here, or llm_min_confidence written here, it wins.",
+    )
+
+    @model_validator(mode="after")
+    def _bands_are_intervals(self) -> RoutingConfig:
+        for low, high in self.llm_bands or ():
+            if not 0.0 <= low < high <= 1.0:
+                raise ValueError(f"llm_bands: [{low}, {high}) is not a band inside [0, 1]")
+        return self
+
+    def sends_to_llm(self, confidence: float) -> bool:
+        """Whether an unsure item of this confidence goes to the LLM (else to people)."""
+        if confidence < self.llm_min_confidence:
+            return False
+        if self.llm_bands is None:
+            return True
+        return any(low <= confidence < high for low, high in self.llm_bands)
 
 
 class TopicsConfig(_Section):

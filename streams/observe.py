@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from loopline.streams.intake import BatchIntake
-from loopline.streams.outputs import Record
+from loopline.streams.outputs import Record, timestamp_s
 from loopline.streams.state import Outcome
 
 log = logging.getLogger("loopline")
@@ -39,13 +39,6 @@ BREAKER_STATES = ("closed", "half_open", "open")
 LLM_ERROR_REASONS = ("llm_unavailable", "llm_bad_answer", "llm_budget_exhausted")
 
 BatchHandler = Callable[[Sequence[Record]], Awaitable[Sequence[Outcome]]]
-
-
-def timestamp_s(message: Record) -> float:
-    """A consumed message's Kafka timestamp in seconds: Faust gives seconds (a float),
-    aiokafka milliseconds (an int)."""
-    stamp = message.timestamp
-    return stamp / 1000 if isinstance(stamp, int) else stamp
 
 
 class WorkerMetrics:

@@ -87,6 +87,13 @@ class Record(Protocol):
     timestamp: float | int
 
 
+def timestamp_s(message: Record) -> float:
+    """A consumed message's Kafka timestamp in seconds: Faust gives seconds (a float),
+    aiokafka milliseconds (an int)."""
+    stamp = message.timestamp
+    return stamp / 1000 if isinstance(stamp, int) else stamp
+
+
 def settle(
     message: Record,
     outputs: list[Output],
@@ -95,6 +102,7 @@ def settle(
     task: str,
     stage: str,
     max_message_bytes: int,
+    tokens: int = 0,
 ) -> tuple[list[Output], Outcome]:
     """An item's outputs and ledger entry, or, when one output would be larger than the
     output topics accept, a dead letter `output_too_large` in their place: sending it would
@@ -110,14 +118,16 @@ def settle(
             )
             letter, entry = dead_lettered(message, error, task, stage)
             return [letter], entry
-    return outputs, outcome(message, decision)
+    return outputs, outcome(message, decision, tokens)
 
 
-def outcome(message: Record, decision: Decision) -> Outcome:
-    """The ledger entry of a consumed message: where it went, tagged with any review reason."""
+def outcome(message: Record, decision: Decision, tokens: int = 0) -> Outcome:
+    """The ledger entry of a consumed message: where it went, tagged with any review reason,
+    and the LLM tokens it cost."""
     name = {"accept": "prediction", "llm": "llm", "review": "review"}[decision.destination]
     tags = (decision.review_reason,) if decision.review_reason else ()
-    return Outcome(message.topic, message.partition, message.offset, name, tags)
+    minute = int(timestamp_s(message) // 60)
+    return Outcome(message.topic, message.partition, message.offset, name, tags, tokens, minute)
 
 
 def decode_batch(

@@ -18,15 +18,18 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset.
-# ARGV: quadruples (topic:partition, first offset, last offset, comma-separated outcomes): a run
-# of consecutive offsets with the same outcomes; runs of one partition in offset order.
+# KEYS[1]: hash outcome -> count; KEYS[2]: hash "topic:partition" -> highest counted offset;
+# KEYS[3]: hash minute (of the consumed message's timestamp) -> LLM tokens.
+# ARGV: groups of six (topic:partition, first offset, last offset, comma-separated outcomes,
+# LLM tokens, minute): a run of consecutive offsets with the same outcomes, runs of one
+# partition in offset order. A run that cost tokens is one offset long (see `runs_of`).
 _COUNT_NEW_OFFSETS = """
 local counted_up_to, highest = {}, {}
 local counted = 0
-for i = 1, #ARGV, 4 do
+for i = 1, #ARGV, 6 do
   local tp, outcomes = ARGV[i], ARGV[i + 3]
   local first, last = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local tokens = tonumber(ARGV[i + 4])
   if counted_up_to[tp] == nil then
     counted_up_to[tp] = tonumber(redis.call('HGET', KEYS[2], tp) or '-1')
     highest[tp] = counted_up_to[tp]
@@ -36,6 +39,10 @@ for i = 1, #ARGV, 4 do
     local new = last - from + 1
     for outcome in string.gmatch(outcomes, '[^,]+') do
       redis.call('HINCRBY', KEYS[1], outcome, new)
+    end
+    if tokens > 0 then
+      redis.call('HINCRBY', KEYS[1], 'llm_tokens', tokens)
+      redis.call('HINCRBY', KEYS[3], ARGV[i + 5], tokens)
     end
     counted = counted + new
     if last > highest[tp] then highest[tp] = last end
@@ -59,23 +66,35 @@ class Outcome:
     offset: int
     outcome: str
     tags: tuple[str, ...] = ()
+    tokens: int = 0
+    minute: int = 0
 
 
 @dataclass(frozen=True)
 class Run:
-    """Consecutive offsets of one partition with the same outcomes: the ledger's unit."""
+    """Consecutive offsets of one partition with the same outcomes: the ledger's unit. An
+    offset that cost LLM tokens is a run of its own, with its tokens and minute."""
 
     partition: str  # topic:partition
     first: int
     last: int
     names: str  # outcome and tags, comma-separated
+    tokens: int = 0
+    minute: int = 0
 
 
 def runs_of(outcomes: Iterable[Outcome], pending: Sequence[Run] = ()) -> list[Run]:
     """`pending` and `outcomes` as runs, by partition and offset; an offset seen twice (Kafka
     redelivered it) is kept once, so one script call never counts it twice. Pure."""
     runs = list(pending) + [
-        Run(f"{o.topic}:{o.partition}", o.offset, o.offset, ",".join((o.outcome, *o.tags)))
+        Run(
+            f"{o.topic}:{o.partition}",
+            o.offset,
+            o.offset,
+            ",".join((o.outcome, *o.tags)),
+            o.tokens,
+            o.minute if o.tokens else 0,
+        )
         for o in outcomes
     ]
     merged: list[Run] = []
@@ -85,7 +104,13 @@ def runs_of(outcomes: Iterable[Outcome], pending: Sequence[Run] = ()) -> list[Ru
             if run.last <= previous.last:
                 continue
             run = Run(run.partition, previous.last + 1, run.last, run.names)
-        if previous is not None and run.first == previous.last + 1 and run.names == previous.names:
+        if (
+            previous is not None
+            and run.first == previous.last + 1
+            and run.names == previous.names
+            and not run.tokens
+            and not previous.tokens
+        ):
             merged[-1] = Run(run.partition, previous.first, run.last, run.names)
         else:
             merged.append(run)
@@ -114,6 +139,7 @@ class OutcomeLedger:
         self._client = client
         self._counts_key = f"loopline:{namespace}{stage}:outcomes"
         self._offsets_key = f"loopline:{namespace}{stage}:offsets"
+        self._tokens_key = f"loopline:{namespace}{stage}:tokens_by_minute"
         self._script = client.register_script(_COUNT_NEW_OFFSETS)
         self._retry_s = retry_s
         self._clock = clock
@@ -156,8 +182,8 @@ class OutcomeLedger:
         for start in range(0, len(runs), RUNS_PER_CALL):
             args: list[str | int] = []
             for run in runs[start : start + RUNS_PER_CALL]:
-                args += [run.partition, run.first, run.last, run.names]
-            keys = [self._counts_key, self._offsets_key]
+                args += [run.partition, run.first, run.last, run.names, run.tokens, run.minute]
+            keys = [self._counts_key, self._offsets_key, self._tokens_key]
             counted += int(await self._script(keys=keys, args=args))
         return counted
 
@@ -165,8 +191,13 @@ class OutcomeLedger:
         raw = await self._client.hgetall(self._counts_key)
         return {_text(k): int(v) for k, v in sorted(raw.items())}
 
+    async def tokens_by_minute(self) -> dict[int, int]:
+        """LLM tokens spent, by the minute (since the epoch) of the requests that cost them."""
+        raw = await self._client.hgetall(self._tokens_key)
+        return {int(k): int(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
     async def reset(self) -> None:
-        await self._client.delete(self._counts_key, self._offsets_key)
+        await self._client.delete(self._counts_key, self._offsets_key, self._tokens_key)
 
 
 def _text(value: bytes | str) -> str:

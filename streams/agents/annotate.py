@@ -16,6 +16,7 @@ import faust
 from loopline.processors.protocol import Processor, annotate_isolating_failures
 from loopline.processors.routing import Decision, audit_draw, route
 from loopline.schemas import Annotation, LooplineError, Suggestion, TaskConfig, TextIn
+from loopline.schemas.task import RoutingConfig
 from loopline.streams.app import crash_loudly
 from loopline.streams.codec import decode_text
 from loopline.streams.connections import aiokafka_options
@@ -35,11 +36,15 @@ def group_id(task: TaskConfig) -> str:
 
 
 def decide(
-    result: Annotation | LooplineError, item: TextIn, task: TaskConfig, *, llm_available: bool
+    result: Annotation | LooplineError,
+    item: TextIn,
+    routing: RoutingConfig,
+    *,
+    llm_available: bool,
 ) -> Decision:
     if isinstance(result, LooplineError):
         return Decision("review", "student_error", str(result), priority=1.0)
-    return route(result, task.routing, llm_available=llm_available, draw=audit_draw(item.id))
+    return route(result, routing, llm_available=llm_available, draw=audit_draw(item.id))
 
 
 def suggestions_of(
@@ -72,12 +77,18 @@ class AnnotateStage:
     def decode(self, raw: bytes | None) -> TextIn:
         return decode_text(raw, self.task.max_text_chars)
 
+    def routing(self) -> RoutingConfig:
+        """The routing of the model that answered the last batch: a student that follows the
+        registry carries the policy fitted with its version; otherwise the task's."""
+        return getattr(self.student, "routing", self.task.routing)
+
     async def handle(self, messages: Sequence[Record]) -> list[Outcome]:
         valid, outputs, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
         texts = [item.text for _, item in valid]
         results = await annotate_isolating_failures(self.student, texts) if valid else []
+        routing = self.routing()
         for (message, item), result in zip(valid, results, strict=True):
-            decision = decide(result, item, self.task, llm_available=self.llm_available)
+            decision = decide(result, item, routing, llm_available=self.llm_available)
             suggestions = suggestions_of(result, self.student.version, self.task)
             item_outputs, item_outcome = settle(
                 message,

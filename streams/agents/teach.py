@@ -99,6 +99,7 @@ class TeachStage:
                 task=self.task.name,
                 stage=STAGE,
                 max_message_bytes=self.topics.max_message_bytes,
+                tokens=answer.usage.total_tokens if isinstance(answer, LLMAnswer) else 0,
             )
             outputs += item_outputs
             outcomes.append(item_outcome)

@@ -17,6 +17,7 @@ from loopline.streams.cli import (
     llm,
     model,
     models,
+    report,
     review,
     schemas,
     stream,
@@ -38,6 +39,7 @@ app.command()(stream.consume)
 app.command()(stream.stats)
 app.command("train")(model.train)
 app.command("evaluate")(model.evaluate)
+app.command("report")(report.report)
 app.command("trainer")(models.trainer)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(infra.app, name="infra")

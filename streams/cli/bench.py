@@ -19,6 +19,7 @@ from loopline.processors.students import load_student
 from loopline.schemas import ConfigError, load_task
 from loopline.streams.bench import chaos as chaos_bench
 from loopline.streams.bench import students as students_bench
+from loopline.streams.bench.loop import plot_loop, result_dict, run_loop_bench
 from loopline.streams.bench.review import plot_latencies, run_review_bench
 from loopline.streams.bench.stream import plot_latency, run_stream_bench
 from loopline.streams.bench.teacher import compare, plot, run_llm, run_student
@@ -391,3 +392,97 @@ def chaos(
         err.print(f"[yellow]{line}[/]")
     err.print(f"wrote {workdir / 'result.json'} and {workdir / 'chaos.png'}")
     chaos_bench.check(result)
+
+
+@app.command("loop")
+def loop(
+    task: Annotated[Path, typer.Option("--task", "-t", help="The task's YAML config.")],
+    data: Annotated[
+        Path, typer.Option(help="Gold JSONL: the stream's texts and the reviewer's answers.")
+    ],
+    test: Annotated[Path, typer.Option(help="Held-out gold JSONL, never trained on.")],
+    seed_labels: Annotated[
+        int, typer.Option(help="Gold labels per label to start from (0: LLM silver labels).")
+    ] = 3,
+    review_budget: Annotated[
+        int, typer.Option(help="Most answers the reviewer gives a round.")
+    ] = 100,
+    rounds: Annotated[int, typer.Option(help="Rounds of streaming, reviewing, training.")] = 4,
+    eval_items: Annotated[
+        int, typer.Option(help="Gold items of --data kept as the trainer's evaluation set.")
+    ] = 100,
+    test_n: Annotated[
+        int | None, typer.Option(help="Score on the first N test items only.")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port of the review service.")] = 8795,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write result.json and the plot.")
+    ] = None,
+) -> None:
+    """The learning loop on real services: seed, then rounds of stream -> scripted review ->
+    train -> hot swap; per round accuracy of the final outputs on held-out gold, shares
+    accepted / LLM / people, LLM tokens; baselines: the LLM alone, a student on all gold."""
+    settings = Settings()
+    config = load_task(task)
+    train_examples = read_examples(data, config)
+    test_examples = read_examples(test, config)[:test_n]
+    workdir = output_dir(out, "bench-loop")
+    settings = settings.model_copy(update={"artifacts": workdir / "artifacts"})
+    result = run_loop_bench(
+        settings,
+        config,
+        train_examples,
+        test_examples,
+        seed_labels=seed_labels,
+        review_budget=review_budget,
+        rounds=rounds,
+        eval_items=eval_items,
+        workdir=workdir,
+        review_port=port,
+        report=lambda line: err.print(f"[dim]{line}[/]"),
+    )
+    plot_loop(result, workdir / "learning-curve.png")
+    (workdir / "result.json").write_text(json.dumps(result_dict(result), indent=2))
+    table = Table(
+        title=f"bench loop: {config.name}, seed {seed_labels} per label + {eval_items} for "
+        f"evaluation, review budget {review_budget} a round, {len(test_examples)} held-out items"
+    )
+    for column in (
+        "round",
+        "model",
+        "gold",
+        "threshold",
+        "final acc.",
+        "student acc.",
+        "accepted",
+        "LLM",
+        "people",
+        "LLM tokens",
+        "reviewed",
+    ):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in result.rounds:
+        table.add_row(
+            str(r.round),
+            r.version,
+            str(r.gold_labels),
+            f"{r.accept_threshold:.3f}",
+            f"{r.test_accuracy:.3f}",
+            f"{r.test_student_accuracy:.3f}",
+            f"{r.stream_accepted:.1%}",
+            f"{r.stream_llm:.1%}",
+            f"{r.stream_people:.1%}",
+            f"{r.llm_tokens:,}",
+            str(r.reviewed),
+        )
+    Console(width=160).print(table)
+    if result.llm_alone_accuracy is not None:
+        err.print(
+            f"baseline: the LLM alone {result.llm_alone_accuracy:.3f} "
+            f"({result.llm_alone_tokens:,} tokens for {len(test_examples)} items)"
+        )
+    err.print(
+        f"baseline: a student on all {result.all_gold_labels} gold labels "
+        f"{result.all_gold_accuracy:.3f}"
+    )
+    err.print(f"results and learning-curve.png in {workdir}")

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from loopline.processors.learning.monitoring import wilson_interval
+from loopline.processors.learning.policy import effective_routing
 from loopline.processors.student import read_meta
 from loopline.schemas import ModelEvent, TaskConfig, load_task
 from loopline.streams.connections import redis_sync_client
@@ -112,7 +114,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One version: status, reason, figures beside the model it was compared with, accuracy
-    per confidence band (student and LLM), lineage."""
+    per confidence band (student and LLM), lineage, and the routing fitted with it and the
+    evidence for it."""
     config = load_task(task)
     state = read_registry(Settings(), config)
     event = state.get(version)
@@ -149,6 +152,63 @@ def show(
                 _figure(band.llm_accuracy),
             )
         console.print(bands)
+    print_policy(event, config)
+
+
+def print_policy(event: ModelEvent, config: TaskConfig) -> None:
+    """The routing fitted with the version, its evidence, and what workers apply."""
+    policy = event.policy
+    if policy is None:
+        console.print("no routing policy was fitted with this version: the task's routing applies")
+        return
+    applied = effective_routing(config.routing, policy)
+    written = config.routing.model_fields_set
+    fitted = policy.threshold_evidence
+    lines = [f"[bold]routing[/] applied by workers serving {event.version}:"]
+    source = "task file" if "accept_threshold" in written else "fitted" if fitted else "default"
+    lines.append(f"  accept threshold {applied.accept_threshold:.3f} ({source})")
+    if fitted:
+        accuracy = fitted.accepted_correct / fitted.accepted if fitted.accepted else 0.0
+        low, high = wilson_interval(fitted.accepted_correct, fitted.accepted)
+        lines.append(
+            f"  fitted for target accuracy {fitted.target_accuracy}: {fitted.threshold:.3f} "
+            f"accepts {fitted.accepted} of {fitted.items} gold items, {accuracy:.3f} right "
+            f"(95 % {low:.3f}-{high:.3f})" + ("" if fitted.reached else ": target not reached")
+        )
+    bands_source = "task file" if written & {"llm_min_confidence", "llm_bands"} else "fitted"
+    llm_bands = ", ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in applied.llm_bands or ())
+    lines.append(
+        f"  unsure items go to the LLM at confidence {llm_bands or 'any'} "
+        f"(from {applied.llm_min_confidence:.2f}; {bands_source}), to people elsewhere"
+    )
+    console.print("\n".join(lines))
+    if policy.band_evidence:
+        table = Table(title="the LLM against the student, same gold items, by confidence band")
+        for column in (
+            "confidence",
+            "items",
+            "student",
+            "LLM",
+            "only LLM right",
+            "only student right",
+            "p",
+            "verdict",
+        ):
+            table.add_column(column, justify="left" if column == "verdict" else "right")
+        for band in policy.band_evidence:
+            table.add_row(
+                f"{band.low:.2f}-{band.high:.2f}",
+                str(band.items),
+                str(band.student_correct),
+                str(band.llm_correct),
+                str(band.llm_only),
+                str(band.student_only),
+                _figure(band.p_value),
+                band.verdict.replace("_", " "),
+            )
+        console.print(table)
+    for note in policy.notes:
+        console.print(f"  note: {note}")
 
 
 @app.command()

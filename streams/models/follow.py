@@ -4,7 +4,8 @@ two batches without stopping.
 `FollowingStudent` is the annotate stage's student. A new model is loaded in a child process
 of its own while the old one keeps answering; the swap happens when no batch is in flight,
 so every batch, and every prediction in it, is answered by exactly one version, and
-`version` names the one that answered the last batch. The old child is stopped after the
+`version` names the one that answered the last batch; `routing` is that version's routing
+(the task's, filled in by the policy fitted with the version). The old child is stopped after the
 swap. A model that cannot be fetched or loaded is logged and reported in Redis, and the
 worker keeps the model it has.
 """
@@ -24,8 +25,10 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from loopline.processors.isolated import InChildProcess
+from loopline.processors.learning.policy import effective_routing
 from loopline.processors.students import load_student
 from loopline.schemas import Annotation, ConfigError, LooplineError, ModelEvent, TaskConfig
+from loopline.schemas.task import RoutingConfig
 from loopline.streams.connections import aiokafka_options, redis_client
 from loopline.streams.models.artifacts import DirectoryStore
 from loopline.streams.models.registry import PRODUCTION_KEY, decode_event, read_registry
@@ -46,11 +49,12 @@ class FollowingStudent:
 
     source = "student"
 
-    def __init__(self, current: InChildProcess) -> None:
+    def __init__(self, current: InChildProcess, routing: RoutingConfig) -> None:
         self._current = current
-        self._next: InChildProcess | None = None
+        self._next: tuple[InChildProcess, RoutingConfig] | None = None
         self._idle = asyncio.Lock()
         self.version = current.version
+        self.routing = routing
 
     async def annotate(self, texts) -> list[Annotation | LooplineError]:
         async with self._idle:
@@ -60,12 +64,13 @@ class FollowingStudent:
             self.version = model.version
         return results
 
-    async def offer(self, model: InChildProcess) -> str:
-        """Use `model` from the next batch on (now, when idle); returns the version replaced."""
+    async def offer(self, model: InChildProcess, routing: RoutingConfig) -> str:
+        """Use `model` and its routing from the next batch on (now, when idle); returns the
+        version replaced."""
         if self._next is not None:
-            superseded, self._next = self._next, None
+            (superseded, _), self._next = self._next, None
             await asyncio.to_thread(superseded.close)
-        self._next = model
+        self._next = (model, routing)
         async with self._idle:
             replaced = self._swap_if_ready()
         if replaced is not None:
@@ -76,7 +81,8 @@ class FollowingStudent:
     def _swap_if_ready(self) -> InChildProcess | None:
         if self._next is None:
             return None
-        replaced, self._current, self._next = self._current, self._next, None
+        replaced = self._current
+        (self._current, self.routing), self._next = self._next, None
         self.version = self._current.version
         return replaced
 
@@ -96,7 +102,8 @@ def production_student(app: faust.App, settings: Settings, task: TaskConfig) -> 
             "TASK.yml` once corrections exist, or `loopline train ... --publish` and then "
             "`loopline models promote VERSION --task TASK.yml`; or pass --model DIR"
         )
-    student = FollowingStudent(start_model(settings, task, production))
+    routing = effective_routing(task.routing, production.policy)
+    student = FollowingStudent(start_model(settings, task, production), routing)
     partitions = partition_ids(settings, task.topic("models"))
     follower = RegistryFollower(settings, task, student, production.version, partitions)
 
@@ -172,13 +179,17 @@ class RegistryFollower:
             await self.report(error=f"{event.version}: {error}")
             return
         loaded_s = time.monotonic() - started
-        replaced = await self.student.offer(model)
+        routing = effective_routing(self.task.routing, event.policy)
+        replaced = await self.student.offer(model, routing)
         log.warning(
-            "now serving model %s (was %s): loaded in %.1f s, swapped %.2f s later",
+            "now serving model %s (was %s): loaded in %.1f s, swapped %.2f s later; "
+            "accept threshold %.3f, LLM bands %s",
             model.version,
             replaced,
             loaded_s,
             time.monotonic() - started - loaded_s,
+            routing.accept_threshold,
+            routing.llm_bands or "all",
         )
         await self.report(error=None)
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.processors.learning.gate import Figures, measure
+from loopline.processors.learning.policy import fit_policy, gold_evidence
 from loopline.processors.learning.trainset import Snapshot
 from loopline.processors.student import ModelMeta
 from loopline.processors.students import load_student
 from loopline.processors.training import train
 from loopline.schemas import LooplineError, ModelEvent, TaskConfig
+from loopline.schemas.policy import RoutingPolicy
 from loopline.streams.models.artifacts import DirectoryStore
 
 
@@ -35,9 +37,11 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class Scored:
-    """A model's figures on the evaluation set, or why it could not be scored."""
+    """A model's figures on the evaluation set and the routing they support, or why it
+    could not be scored."""
 
     figures: Figures | None = None
+    policy: RoutingPolicy | None = None
     error: str | None = None
 
 
@@ -85,9 +89,11 @@ def score_artifact(job: TrainJob, store: DirectoryStore, artifact: str) -> Score
         student = load_student(store.fetch(artifact), job.task, threads=job.threads)
     except (LooplineError, OSError, ValueError) as error:  # damaged files fail in many ways
         return Scored(error=f"cannot be loaded: {error}")
-    evaluation = job.snapshot.eval
+    evaluation, llm = job.snapshot.eval, job.snapshot.eval_llm
     predicted = student.predict([eg.text for eg in evaluation])
     task = job.task
+    evidence = gold_evidence(task.kind, evaluation, predicted, llm)
     return Scored(
-        measure(task.kind, task.label_names, evaluation, predicted, job.snapshot.eval_llm)
+        measure(task.kind, task.label_names, evaluation, predicted, llm),
+        fit_policy(evidence, task.routing),
     )

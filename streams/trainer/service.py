@@ -324,6 +324,7 @@ class Trainer:
             config_hash=meta.config_hash,
             data_hash=snapshot.data_hash,
             data_counts=snapshot.counts,
+            policy=result.candidate.policy,
             created_at=meta.created_at,
         )
 

@@ -47,3 +47,20 @@ def test_order_within_a_batch_does_not_matter(redis_url):
         return await ledger.counts()
 
     assert run(redis_url, scenario) == {"audit": 1, "deadletter": 1, "prediction": 1, "review": 7}
+
+
+def test_llm_tokens_are_counted_once_per_offset_and_by_minute(redis_url):
+    async def scenario(ledger):
+        batch = [
+            Outcome("t", 0, 0, "prediction", tokens=120, minute=100),
+            Outcome("t", 0, 1, "review", ("llm_disagrees",), tokens=80, minute=100),
+            Outcome("t", 0, 2, "prediction", tokens=0, minute=101),  # from the LLM's cache
+            Outcome("t", 1, 0, "prediction", tokens=50, minute=102),
+        ]
+        assert await ledger.record(batch) == 4
+        assert await ledger.record(batch[1:]) == 0  # redelivered
+        return await ledger.counts(), await ledger.tokens_by_minute()
+
+    counts, by_minute = run(redis_url, scenario)
+    assert counts["llm_tokens"] == 250
+    assert by_minute == {100: 200, 102: 50}

@@ -23,7 +23,7 @@ def answer(confidence: float) -> Annotation:
 
 def test_confident_item_becomes_one_prediction_with_meta():
     result = answer(0.95)
-    decision = decide(result, ITEM, TASK, llm_available=True)
+    decision = decide(result, ITEM, TASK.routing, llm_available=True)
     [out] = outputs_for(ITEM, suggestions_of(result, "v1", TASK), decision, TASK)
     assert out.role == "predictions" and out.key == "i1"
     assert isinstance(out.message, Prediction)
@@ -34,7 +34,7 @@ def test_confident_item_becomes_one_prediction_with_meta():
 
 def test_unsure_item_goes_to_llm_with_student_suggestion():
     result = answer(0.6)
-    decision = decide(result, ITEM, TASK, llm_available=True)
+    decision = decide(result, ITEM, TASK.routing, llm_available=True)
     [out] = outputs_for(ITEM, suggestions_of(result, "v1", TASK), decision, TASK)
     assert out.role == "llm"
     assert isinstance(out.message, RoutedItem)
@@ -44,14 +44,14 @@ def test_unsure_item_goes_to_llm_with_student_suggestion():
 
 
 def test_unsure_item_without_llm_goes_to_review():
-    decision = decide(answer(0.6), ITEM, TASK, llm_available=False)
+    decision = decide(answer(0.6), ITEM, TASK.routing, llm_available=False)
     [out] = outputs_for(ITEM, suggestions_of(answer(0.6), "v1", TASK), decision, TASK)
     assert out.role == "review"
 
 
 def test_audited_item_is_predicted_and_reviewed():
     task = TASK.model_copy(update={"routing": TASK.routing.model_copy(update={"audit_rate": 1.0})})
-    decision = decide(answer(0.99), ITEM, task, llm_available=True)
+    decision = decide(answer(0.99), ITEM, task.routing, llm_available=True)
     roles = [
         out.role
         for out in outputs_for(ITEM, suggestions_of(answer(0.99), "v1", task), decision, task)
@@ -62,7 +62,7 @@ def test_audited_item_is_predicted_and_reviewed():
 
 def test_processor_error_sends_item_to_review_without_suggestion():
     error = ModelError("student failed")
-    decision = decide(error, ITEM, TASK, llm_available=True)
+    decision = decide(error, ITEM, TASK.routing, llm_available=True)
     [out] = outputs_for(ITEM, suggestions_of(error, "v1", TASK), decision, TASK)
     assert out.role == "review" and out.message.suggestions == []
     assert out.message.reason == "student_error"
@@ -72,7 +72,7 @@ def test_outputs_carry_only_the_top_scores():
     scores = {f"l{i}": (i + 1) / 100 for i in range(10)}
     result = Annotation(labels=["l9"], scores=scores, confidence=0.95)
     task = TASK.model_copy(update={"scores_top_k": 3})
-    decision = decide(result, ITEM, task, llm_available=True)
+    decision = decide(result, ITEM, task.routing, llm_available=True)
     [out] = outputs_for(ITEM, suggestions_of(result, "v1", task), decision, task)
     assert list(out.message.scores) == ["l9", "l8", "l7"]
     assert out.message.confidence == 0.95
