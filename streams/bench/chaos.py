@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 
 from loopline.schemas import ConfigError, ServiceError, TaskConfig, TextIn
-from loopline.streams.app import group_id
+from loopline.streams.agents.annotate import group_id
 from loopline.streams.bench.stream import bench_task
 from loopline.streams.codec import encode
 from loopline.streams.connections import kafka_options
