@@ -290,8 +290,8 @@ class DeadLetter(Message):
 
     A dead letter must always fit on its topic, so it keeps at most the first 32 KiB of the
     original, with the original's length and SHA-256; the source topic/partition/offset
-    point at the whole message. In JSON, `original` is URL-safe
-    base64 (`base64.urlsafe_b64decode` gives the bytes back).
+    point at the whole message. In JSON, `original` is URL-safe base64
+    (`base64.urlsafe_b64decode` gives the bytes back).
     """
 
     model_config = ConfigDict(
