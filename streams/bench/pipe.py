@@ -73,7 +73,7 @@ async def run(settings: Settings, task: TaskConfig, model: Path) -> None:
                     outputs.append(Output("deadletter", letter.key, letter))
             annotations = student.predict([item.text for item in valid])
             for item, annotation in zip(valid, annotations, strict=True):
-                decision = decide(annotation, item, task, llm_available=llm_available)
+                decision = decide(annotation, item, task.routing, llm_available=llm_available)
                 suggestions = suggestions_of(annotation, student.version, task)
                 outputs += outputs_for(item, suggestions, decision, task)
             acks = [

@@ -80,7 +80,7 @@ def annotate_pure(values: list[bytes | None], confidence: float) -> tuple[list, 
     )
     result = Annotation(labels=["a"], scores={"a": confidence}, confidence=confidence)
     for message, item in valid:
-        decision = decide(result, item, TASK, llm_available=True)
+        decision = decide(result, item, TASK.routing, llm_available=True)
         item_outputs, entry = settle(
             message,
             outputs_for(item, suggestions_of(result, "v1", TASK), decision, TASK),

@@ -25,7 +25,7 @@ LIMIT = 1_048_588
 
 def consumed(value: bytes, offset: int = 7) -> SimpleNamespace:
     """What settle reads of a consumed Kafka message."""
-    return SimpleNamespace(topic="t.texts", partition=2, offset=offset, value=value)
+    return SimpleNamespace(topic="t.texts", partition=2, offset=offset, value=value, timestamp=0)
 
 
 @pytest.mark.parametrize("size", [0, 10, ORIGINAL_PREFIX_BYTES, 1_000_000, 5_000_000])
@@ -47,7 +47,7 @@ def test_a_dead_letter_fits_whatever_the_size_of_the_original(size):
 def test_an_output_larger_than_the_topic_accepts_becomes_a_dead_letter():
     item = TextIn(id="big", text="hello", meta={"blob": "m" * 2000})
     raw = encode(item)
-    decision = decide(answer(0.95), item, TASK, llm_available=False)
+    decision = decide(answer(0.95), item, TASK.routing, llm_available=False)
     outputs = outputs_for(item, suggestions_of(answer(0.95), "v1", TASK), decision, TASK)
     kept, entry = settle(consumed(raw), outputs, decision, task="demo", stage="annotate",
                          max_message_bytes=LIMIT)  # fmt: skip
@@ -84,7 +84,7 @@ def test_one_text_the_student_raises_on_costs_only_its_own_result():
     results = asyncio.run(annotate_isolating_failures(student, ["a", "bad", "c"]))
     assert results[0] == results[2] == answer(0.9)
     assert isinstance(results[1], StudentError) and "ValueError" in str(results[1])
-    assert decide(results[1], TextIn(text="bad"), TASK, llm_available=True) == Decision(
+    assert decide(results[1], TextIn(text="bad"), TASK.routing, llm_available=True) == Decision(
         "review", "student_error", str(results[1]), priority=1.0
     )
     assert asyncio.run(annotate_isolating_failures(student, ["a", "b"])) == [answer(0.9)] * 2
