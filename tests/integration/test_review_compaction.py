@@ -37,13 +37,15 @@ def test_a_later_silver_answer_never_replaces_a_gold_label(
     tmp_path,
     unique_prefix,
 ):
-    task_file = write_task(tmp_path, unique_prefix)
+    # One partition, so that the control key below shares the gold label's log.
+    one_partition = {"partitions": 1}
+    task_file = write_task(tmp_path, unique_prefix, topics=one_partition)
     topic = load_task(task_file).topic("corrections")
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1, topic_configs=AGGRESSIVE)])
     admin.close()
 
-    r = review(1)
+    r = review(1, topics=one_partition)
     api = r.api()
     leased = api.next()[0]
     gold = gold_label(leased)
