@@ -23,13 +23,15 @@ def demo(
         float,
         typer.Option(help="Seconds a pass waits for the LLM's answers after the student's."),
     ] = 90.0,
-    pass_size: Annotated[int, typer.Option(help="Test texts streamed in each pass.")] = 500,
+    pass_size: Annotated[
+        int, typer.Option(help="Texts streamed in each pass (different ones in each).")
+    ] = 1000,
     answers: Annotated[
         int,
         typer.Option(
             help="Most answers the simulated reviewer gives; also the trainer's --min-new-gold."
         ),
-    ] = 400,
+    ] = 900,
     review_port: Annotated[int, typer.Option(help="Port of the review service.")] = 8700,
     keep_running: Annotated[
         bool,
@@ -50,7 +52,7 @@ def demo(
         keep_running=keep_running,
         console=console,
     )
-    Console().print(comparison(report))
+    Console(width=max(Console().width, 120)).print(comparison(report))
     console.print(f"Logs, task file and summary.json: {report.run_dir}")
     console.print(
         f"Report page: {report.report_page} "
@@ -70,7 +72,7 @@ def comparison(report: DemoReport) -> Table:
     table.add_column("pass 2", justify="right")
     rows: list[tuple[str, callable]] = [
         ("model version", lambda p: ", ".join(p.versions) or "-"),
-        ("test texts", lambda p: str(p.texts)),
+        ("texts (unseen, gold labels held back)", lambda p: str(p.texts)),
         ("accepted (the student's answer stands)", lambda p: f"{p.share('accepted'):.1%}"),
         ("sent to the LLM", lambda p: f"{p.share('llm'):.1%}"),
         ("sent to people", lambda p: f"{p.share('people'):.1%}"),

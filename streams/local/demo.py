@@ -41,7 +41,7 @@ from loopline.streams.report import write_report
 from loopline.streams.report.gather import read_records
 from loopline.streams.report.series import ROUTES, TaskRecords, item_routes
 from loopline.streams.settings import Settings
-from loopline.streams.topics import wait_for_assignment
+from loopline.streams.topics import ensure_topics, wait_for_assignment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "banking77"
 SEED_LABELS = 10
@@ -150,9 +150,19 @@ def run_demo(
     if not services.port_is_free(review_port):
         raise ConfigError(f"port {review_port} is taken: pass --review-port with a free one")
     task = load_task(EXAMPLE / "task.yml")
-    test = read_examples(EXAMPLE / "test.jsonl", task)
-    if not 0 < pass_size <= len(test) // 2:
-        raise ConfigError(f"--pass-size must be between 1 and {len(test) // 2} (two passes)")
+    seed, _, (unseen_1, unseen_2) = split_data(
+        [
+            *read_examples(EXAMPLE / "train.jsonl", task),
+            *read_examples(EXAMPLE / "test.jsonl", task),
+        ],
+        task.label_names,
+        seed_labels=SEED_LABELS,
+        eval_items=0,
+        rounds=2,
+        seed=0,
+    )
+    if not 0 < pass_size <= len(unseen_1):
+        raise ConfigError(f"--pass-size must be between 1 and {len(unseen_1)}")
     already_up = services.status(settings)
     endpoints = services.up(settings, llm_model=llm_model, console=console)
     settings = settings.model_copy(
@@ -166,14 +176,6 @@ def run_demo(
     task = demo_task(task, time.strftime("%Y%m%d-%H%M%S"))
     run_dir = settings.state_dir / "demo" / task.topics.prefix.rstrip(".")
     run_dir.mkdir(parents=True, exist_ok=True)
-    seed, _, _ = split_data(
-        read_examples(EXAMPLE / "train.jsonl", task),
-        task.label_names,
-        seed_labels=SEED_LABELS,
-        eval_items=0,
-        rounds=1,
-        seed=0,
-    )
     report = DemoReport(seed=len(seed), min_new_gold=answers)
     loop = LocalLoop(
         settings,
@@ -187,17 +189,19 @@ def run_demo(
     finished = False
     try:
         console.rule(f"seed: {len(seed)} gold labels ({SEED_LABELS} per intent) to start from")
-        loop.write_corrections(seed, "gold")
+        ensure_topics(settings, task)
+        loop.write_corrections(seed, "gold")  # all in before the trainer starts reading
         loop.start()
         say_how_people_answer(console, report.review_url, loop.task_file)
-        first = loop.train_and_wait(STEP_TIMEOUT_S, ask=len(seed) < answers, after=None)
+        # A trainer with data and no model trains as soon as it has read the topics.
+        first = loop.train_and_wait(STEP_TIMEOUT_S, ask=False, after=None)
         report.first_version = first.event.version
         loop.start_worker()
         console.print("Waiting for the worker to load the student and join its group ...")
         loop.wait_worker(report.first_version, time.monotonic() + STEP_TIMEOUT_S)
         wait_for_assignment(settings, group_id(task), task.topic("texts"))
 
-        report.passes.append(run_pass(loop, 1, test[:pass_size], llm_wait_s, console))
+        report.passes.append(run_pass(loop, 1, unseen_1[:pass_size], llm_wait_s, console))
         console.rule(
             "[bold magenta]SIMULATED reviewer[/]: answers the review queue from the held-back "
             "gold labels, through the review service (a script, not a person)"
@@ -214,8 +218,7 @@ def run_demo(
         )
         note_verdict(report, verdict, console)
 
-        test_2 = test[pass_size : 2 * pass_size]
-        report.passes.append(run_pass(loop, 2, test_2, llm_wait_s, console))
+        report.passes.append(run_pass(loop, 2, unseen_2[:pass_size], llm_wait_s, console))
         with console.status("writing the report page"):
             page, _ = write_report(settings, task, run_dir)
         report.report_page = str(page)
@@ -269,7 +272,7 @@ def run_pass(
     console: Console,
 ) -> PassFigures:
     served = ", ".join(sorted(set(loop.served())))
-    console.rule(f"pass {number}: {len(examples)} test texts through the worker ({served})")
+    console.rule(f"pass {number}: {len(examples)} unseen texts through the worker ({served})")
     items = loop.stream(f"pass{number}", examples)
     total = len(loop.gold)  # the ledger counts every pass so far
     with stream_progress(console, total) as on_counts:
