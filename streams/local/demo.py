@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from loopline.processors.data import LabelledText, read_examples
 from loopline.processors.metrics import correct_items
-from loopline.schemas import ConfigError, Prediction, TaskConfig, load_task
+from loopline.schemas import Annotation, ConfigError, Prediction, RoutedItem, TaskConfig, load_task
 from loopline.streams.agents.annotate import group_id
 from loopline.streams.bench.loop import split_data
 from loopline.streams.local import services
@@ -101,37 +102,36 @@ def pass_figures(
     student's where it was accepted, the LLM's where no person was asked."""
     routes = {r.item_id: r.route for r in item_routes(records) if r.item_id in gold}
     machine: dict[str, Prediction] = {}
-    student = {}
+    student: dict[str, Prediction | Annotation] = {}
+    versions: set[str] = set()
     for record in records.predictions:
         prediction: Prediction = record.message
-        if prediction.id in gold and prediction.source in ("student", "llm"):
-            if prediction.revision >= getattr(machine.get(prediction.id), "revision", -1):
-                machine[prediction.id] = prediction
-            if prediction.source == "student":
-                student[prediction.id] = prediction
+        if prediction.id not in gold or prediction.source not in ("student", "llm"):
+            continue
+        if prediction.revision >= getattr(machine.get(prediction.id), "revision", -1):
+            machine[prediction.id] = prediction
+        if prediction.source == "student":
+            student[prediction.id] = prediction
+            versions.add(prediction.model_version)
     for record in records.llm_requests + records.review:
-        if record.message.id in gold:
-            for suggestion in record.message.suggestions:
-                if suggestion.source == "student":
-                    student.setdefault(record.message.id, suggestion.annotation)
+        routed: RoutedItem = record.message
+        for suggestion in routed.suggestions if routed.id in gold else ():
+            if suggestion.source == "student":
+                student.setdefault(routed.id, suggestion.annotation)
+                versions.add(suggestion.model_version)
     scored = [i for i, route in routes.items() if route in ("accepted", "llm") and i in machine]
-    ids = list(gold)
 
-    def right(items: list[str], answers: Mapping) -> int:
-        return int(
-            correct_items(
-                task.kind, [gold[i] for i in items], [answers.get(i) for i in items]
-            ).sum()
-        )
+    def right(items: Sequence[str], answers: Mapping) -> int:
+        expected = [gold[i] for i in items]
+        return int(correct_items(task.kind, expected, [answers.get(i) for i in items]).sum())
 
-    versions = {getattr(answer, "model_version", None) for answer in student.values()}
     return PassFigures(
         texts=len(gold),
-        versions=sorted(v for v in versions if v),
+        versions=sorted(versions),
         routes={route: sum(r == route for r in routes.values()) for route in ROUTES},
         outputs=len(scored),
         outputs_correct=right(scored, machine),
-        student_correct=right(ids, student),
+        student_correct=right(list(gold), student),
         llm_waiting=sum(r == "llm" and i not in machine for i, r in routes.items()),
     )
 
@@ -173,7 +173,7 @@ def run_demo(
             "llm_model": endpoints.llm_model or settings.llm_model,
         }
     )
-    task = demo_task(task, time.strftime("%Y%m%d-%H%M%S"))
+    task = demo_task(task, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
     run_dir = settings.state_dir / "demo" / task.topics.prefix.rstrip(".")
     run_dir.mkdir(parents=True, exist_ok=True)
     report = DemoReport(seed=len(seed), min_new_gold=answers)
