@@ -15,7 +15,13 @@ console = Console(stderr=True)
 
 
 def demo(
-    llm: Annotated[bool, typer.Option(help="Start a local LLM for the unsure items.")] = True,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            help="Also start a local LLM for the unsure items. On 2 cores it needs about a "
+            "minute to warm up, then answers about one item a second: use a small --pass-size."
+        ),
+    ] = False,
     llm_model: Annotated[
         str | None, typer.Option(help="Local model (default: LOOPLINE_LLM_MODEL).")
     ] = None,

@@ -1,17 +1,17 @@
-"""`loopline demo`: the learning loop on local defaults, in one command.
+"""`loopline demo`: once around the learning loop on local defaults, in one command.
 
-Starts the services; seeds the registry: gold labels for a few training texts per intent go
-on `corrections` (as if people had labelled them before), and the trainer makes the first
-student from them. A worker that follows the registry, the trainer and the review service run
-as processes of their own (`streams/local/loop.py`). Then two passes over different slices of
-the bundled test texts, their gold labels held back:
+Starts the services and seeds the registry: gold labels for a few texts per intent go on
+`corrections` (as if people had labelled them before), and the trainer makes the first student
+from them. A worker that follows the registry, the trainer and the review service run as
+processes of their own (`streams/local/loop.py`). Then two passes over different texts of the
+bundled data that the student has never seen, their gold labels held back:
 
 1. pass 1 streams the first slice and reports where its items went (accepted, sent to the
-   LLM, sent to people) and the accuracy of the outputs;
+   LLM, sent to people) and how right the outputs were;
 2. a SIMULATED reviewer answers the review queue from the held-back gold labels, through the
    review service's REST API, as a person would on the review page; its answers reach the
-   trainer's `--min-new-gold`, so the trainer trains, the gate judges, and the worker swaps to
-   a promoted student between two batches;
+   trainer's `--min-new-gold` (else the demo asks for a run), the gate judges the candidate,
+   and the worker swaps to a promoted student between two batches;
 3. pass 2 streams the second slice through whatever serves now.
 
 Each run uses topics of its own, so runs never mix.
