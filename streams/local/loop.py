@@ -30,7 +30,7 @@ from loopline.processors.data import LabelledText
 from loopline.schemas import Correction, ModelEvent, ServiceError, TaskConfig, TextIn
 from loopline.streams import worker as worker_assembly
 from loopline.streams.codec import encode
-from loopline.streams.connections import kafka_options, redis_client, redis_sync_client
+from loopline.streams.connections import kafka_options, redis_sync_client
 from loopline.streams.models.follow import workers_key
 from loopline.streams.models.registry import RegistryState, read_registry
 from loopline.streams.review import server
@@ -165,17 +165,7 @@ class LocalLoop:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Each stage's outcome counters (the workers' ledger in Redis)."""
-        return asyncio.run(self._counts())
-
-    async def _counts(self) -> dict[str, dict[str, int]]:
-        redis = redis_client(self.settings)
-        try:
-            return {
-                stage: await worker_assembly.ledger(redis, self.task, stage).counts()
-                for stage in worker_assembly.STAGES
-            }
-        finally:
-            await redis.aclose()
+        return asyncio.run(worker_assembly.stage_counts(self.settings, self.task))
 
     def wait_stream(
         self,
