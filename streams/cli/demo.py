@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -76,7 +77,7 @@ def comparison(report: DemoReport) -> Table:
     table.add_column("")
     table.add_column("pass 1", justify="right")
     table.add_column("pass 2", justify="right")
-    rows: list[tuple[str, callable]] = [
+    rows: list[tuple[str, Callable[[PassFigures], str]]] = [
         ("model version", lambda p: ", ".join(p.versions) or "-"),
         ("texts (unseen, gold labels held back)", lambda p: str(p.texts)),
         ("accepted (the student's answer stands)", lambda p: f"{p.share('accepted'):.1%}"),

@@ -56,6 +56,8 @@ class Verdict:
 
 
 class LocalLoop:
+    """The loop's processes for one task, driven from outside (see the module docstring)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -111,7 +113,7 @@ class LocalLoop:
         command = [sys.executable, "-m", "loopline.streams.cli", *args]
         return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def alive(self) -> None:
+    def _alive(self) -> None:
         """ServiceError naming the first process that has exited."""
         for process in self.processes:
             if process.poll() is not None:
@@ -193,7 +195,7 @@ class LocalLoop:
                 annotated_at = annotated_at or time.monotonic()
                 if llm_wait_s is not None and time.monotonic() - annotated_at > llm_wait_s:
                     return counts
-            self.alive()
+            self._alive()
             if time.monotonic() > deadline:
                 raise ServiceError(f"the stream stalled at {counts}; see {self.workdir}")
             time.sleep(0.5)
@@ -213,7 +215,7 @@ class LocalLoop:
             latest = state.latest()
             if latest is not None and latest.version != after:
                 break
-            self.alive()
+            self._alive()
             if time.monotonic() > deadline:
                 raise ServiceError(f"no training verdict in {timeout_s:.0f}s; see trainer.log")
             time.sleep(1.0)
@@ -241,7 +243,7 @@ class LocalLoop:
             served = self.served()
             if served and all(v == version for v in served):
                 return
-            self.alive()
+            self._alive()
             if time.monotonic() > deadline:
                 raise ServiceError(f"the worker did not swap to {version}; see worker.log")
             time.sleep(0.5)
