@@ -42,6 +42,15 @@ def ledger(redis: aioredis.Redis, task: TaskConfig, stage: str) -> OutcomeLedger
     return OutcomeLedger(redis, task.topics.prefix, stage)
 
 
+async def stage_counts(settings: Settings, task: TaskConfig) -> dict[str, dict[str, int]]:
+    """Each stage's outcome counters, as every worker of the task has recorded them."""
+    redis = redis_client(settings)
+    try:
+        return {stage: await ledger(redis, task, stage).counts() for stage in STAGES}
+    finally:
+        await redis.aclose()
+
+
 def build(settings: Settings, task: TaskConfig, model_dir: Path | None) -> faust.App:
     """A worker app: the annotate stage, the teach agent when an LLM is configured, and with
     LOOPLINE_METRICS_PORT set, /metrics and /healthz.

@@ -19,23 +19,14 @@ trained on every gold label of the training file.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-
-import yaml
-from kafka import KafkaProducer
-from redis import Redis
 
 from loopline.processors.data import LabelledText, write_examples
 from loopline.processors.learning.policy import effective_routing
@@ -46,24 +37,14 @@ from loopline.processors.training import MIN_HELDOUT, train
 from loopline.schemas import (
     Annotation,
     ConfigError,
-    Correction,
     LooplineError,
-    ServiceError,
     TaskConfig,
-    TextIn,
 )
-from loopline.streams import worker as worker_assembly
-from loopline.streams.codec import encode
-from loopline.streams.connections import kafka_options, redis_client, redis_sync_client
+from loopline.streams.connections import redis_client
+from loopline.streams.local.loop import LocalLoop
 from loopline.streams.models.artifacts import DirectoryStore
-from loopline.streams.models.follow import workers_key
 from loopline.streams.models.registry import read_registry
-from loopline.streams.review import server
-from loopline.streams.review.client import ReviewAPIError, ReviewClient
-from loopline.streams.review.tokens import add_token
 from loopline.streams.settings import Settings
-from loopline.streams.topics import ensure_topics
-from loopline.streams.trainer.service import request_key
 from loopline.streams.wiring import build_teacher
 
 NEVER = 10**12  # seconds or labels: the bench asks the trainer for each run
@@ -176,7 +157,10 @@ def final_accuracy(
     return right / len(test), shares
 
 
-class LoopBench:
+class LoopBench(LocalLoop):
+    """The loop's processes on fresh topics of the task, every training run asked for, and
+    what the rounds are measured with."""
+
     def __init__(
         self,
         settings: Settings,
@@ -196,90 +180,15 @@ class LoopBench:
                 "eval_file": str(eval_file.resolve()),
             }
         )
-        self.task = task.model_copy(
+        task = task.model_copy(
             update={
                 "topics": task.topics.model_copy(update={"prefix": f"bench-loop-{run_id}."}),
                 "routing": task.routing.model_copy(update={"audit_rate": 0.0}),
                 "learning": learning,
             }
         )
-        self.settings = settings
-        self.workdir = workdir
-        self.report = report
-        self.task_file = workdir / "task.yml"
-        self.task_file.write_text(yaml.safe_dump(self.task.model_dump(mode="json")))
-        self.env = {
-            **os.environ,
-            "LOOPLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "LOOPLINE_REDIS_URL": settings.redis_url,
-            "LOOPLINE_ARTIFACTS": str(settings.artifacts_dir.resolve()),
-        }
-        self.review_url = f"http://127.0.0.1:{review_port}"
-        self.review_port = review_port
-        self.processes: list[subprocess.Popen] = []
-        self.redis: Redis = redis_sync_client(settings)
-        self.gold: dict[str, LabelledText] = {}
-        self.gold_written = 0
+        super().__init__(settings, task, workdir, report, review_port=review_port)
         self.has_llm = settings.llm_base_url is not None
-
-    # services ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        ensure_topics(self.settings, self.task)
-        self.processes.append(self._spawn(["trainer", "--task", str(self.task_file)], "trainer"))
-        self.token = add_token(self.settings, f"bench-loop-{uuid.uuid4().hex[:6]}", "reviewer")
-        review = server.spawn(
-            self.task_file, self.review_port, self.workdir / "review.log", self.env
-        )
-        self.processes.append(review)
-        server.wait_ready(self.review_url, review, self.workdir / "review.log")
-
-    def start_worker(self) -> None:
-        self.processes.append(self._spawn(["worker", "--task", str(self.task_file)], "worker"))
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            worker_assembly.stop_process(process, grace_s=20)
-        self.redis.close()
-
-    def _spawn(self, args: list[str], name: str) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("ab")
-        command = [sys.executable, "-m", "loopline.streams.cli", *args]
-        return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def _alive(self) -> None:
-        for process in self.processes:
-            if process.poll() is not None:
-                raise ServiceError(
-                    f"`{' '.join(process.args[3:5])}` exited with {process.returncode}; "
-                    f"see the logs in {self.workdir}"
-                )
-
-    # data in ----------------------------------------------------------------------------
-
-    def write_corrections(self, examples: Sequence[LabelledText], source: str) -> None:
-        producer = KafkaProducer(**kafka_options(self.settings), acks="all")
-        now = datetime.now(UTC)
-        for i, example in enumerate(examples):
-            correction = Correction(
-                id=f"seed-{source}-{i}",
-                task=self.task.name,
-                text=example.text,
-                labels=example.labels,
-                spans=example.spans,
-                source="human" if source == "gold" else "llm",
-                reviewer="seed" if source == "gold" else "llm:bootstrap",
-                time=now,
-            )
-            producer.send(
-                self.task.topic("corrections"),
-                key=correction.key.encode(),
-                value=encode(correction),
-            )
-        producer.flush()
-        producer.close()
-        if source == "gold":
-            self.gold_written += len(examples)
 
     def silver_bootstrap(self, texts: Sequence[LabelledText]) -> list[LabelledText]:
         """The LLM's answers to `texts`, as training examples (what K = 0 starts from)."""
@@ -291,118 +200,6 @@ class LoopBench:
             for t, a in zip(texts, answers)
             if isinstance(a, Annotation) and (a.labels or a.spans)
         ]
-
-    def stream(self, round_number: int, examples: Sequence[LabelledText]) -> None:
-        producer = KafkaProducer(**kafka_options(self.settings), linger_ms=5)
-        for i, example in enumerate(examples):
-            item = TextIn(id=f"r{round_number}-{i}", text=example.text)
-            self.gold[item.id] = example
-            producer.send(self.task.topic("texts"), key=item.id.encode(), value=encode(item))
-        producer.flush()
-        producer.close()
-
-    # waiting ----------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        return asyncio.run(self._counts())
-
-    async def _counts(self) -> dict[str, dict[str, int]]:
-        redis = redis_client(self.settings)
-        try:
-            return {
-                stage: await worker_assembly.ledger(redis, self.task, stage).counts()
-                for stage in worker_assembly.STAGES
-            }
-        finally:
-            await redis.aclose()
-
-    def wait_stream(self, total: int, timeout_s: float) -> dict[str, dict[str, int]]:
-        """Until every item streamed so far has its outcome, the LLM's included."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            counts = self.counts()
-            annotate, teach = counts["annotate"], counts["teach"]
-            annotated = sum(annotate.get(k, 0) for k in ("prediction", "llm", "review"))
-            taught = sum(teach.get(k, 0) for k in ("prediction", "review", "deadletter"))
-            if annotated >= total and taught >= annotate.get("llm", 0):
-                return counts
-            self._alive()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"the stream stalled at {counts}; see {self.workdir}")
-            time.sleep(1.0)
-
-    def train_and_wait(self, timeout_s: float) -> str:
-        """Ask for a run; wait for its verdict and, on a promotion, for the worker's swap."""
-        before = read_registry(self.settings, self.task).latest()
-        self.redis.set(request_key(self.task), "1")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            state = read_registry(self.settings, self.task)
-            latest = state.latest()
-            if latest is not None and (before is None or latest.version != before.version):
-                break
-            self._alive()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"no training verdict in {timeout_s:.0f}s; see trainer.log")
-            time.sleep(1.0)
-        production = state.production
-        if production is None:
-            raise ServiceError(f"the first model was not promoted: {latest.reason}")
-        self.report(f"trainer: {latest.version} {state.status(latest.version)}: {latest.reason}")
-        self.wait_worker(production.version, deadline)
-        return production.version
-
-    def wait_worker(self, version: str, deadline: float) -> None:
-        if not any(p.args[3] == "worker" for p in self.processes):
-            return
-        while True:
-            served = [
-                json.loads(v)["version"]
-                for v in self.redis.hgetall(workers_key(self.task)).values()
-            ]
-            if served and all(v == version for v in served):
-                return
-            self._alive()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"the worker did not swap to {version}; see worker.log")
-            time.sleep(0.5)
-
-    # the reviewer -----------------------------------------------------------------------
-
-    def review(self, budget: int, routed_to_people: int) -> int:
-        return asyncio.run(self._review(budget, routed_to_people))
-
-    async def _review(self, budget: int, routed_to_people: int) -> int:
-        """Once the service has every item routed to people so far, answer up to `budget` of
-        them from the gold labels, most urgent first."""
-        answered = 0
-        async with ReviewClient(self.review_url, self.token, self.task.name) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                stats = await client.stats()
-                if stats["pending"] + stats["leased"] + stats["decided"] >= routed_to_people:
-                    break
-                if time.monotonic() > deadline:
-                    self.report(f"reviewer: the queue holds fewer items than routed: {stats}")
-                    break
-                await asyncio.sleep(0.5)
-            while answered < budget:
-                leased = await client.next(n=min(16, budget - answered))
-                if not leased:
-                    break
-                for item in leased:
-                    example = self.gold.get(item.id)
-                    try:
-                        if example is None:
-                            await client.release(item)
-                            continue
-                        spans = [s.model_dump(exclude={"score"}) for s in example.spans]
-                        await client.answer(item, labels=example.labels, spans=spans)
-                        answered += 1
-                    except ReviewAPIError as error:
-                        self.report(f"reviewer: {item.id}: {error}")
-        self.gold_written += answered
-        return answered
 
     # measuring --------------------------------------------------------------------------
 
@@ -507,7 +304,7 @@ def run_loop_bench(
             )
             student_accuracy = float(correct_items(bench.task.kind, test, student).mean())
             report(f"round {number}: streaming {len(examples)} texts through {production.version}")
-            bench.stream(number, examples)
+            bench.stream(f"r{number}", examples)
             streamed += len(examples)
             after = bench.wait_stream(streamed, timeout_s)
             stream = stream_shares(before, after, len(examples))

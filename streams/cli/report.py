@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from loopline.schemas import load_task
-from loopline.streams.report.gather import read_records, read_redis
-from loopline.streams.report.page import build_report, render_html
+from loopline.streams.report import write_report
 from loopline.streams.settings import Settings
 
 err = Console(stderr=True)
@@ -27,12 +26,7 @@ def report(
     settings = Settings()
     config = load_task(task)
     with err.status(f"reading {config.topics.prefix}* topics and Redis"):
-        records = read_records(settings, config)
-        figures = read_redis(settings, config)
-    page = build_report(config, records, figures, price_per_1k=settings.llm_price_per_1k_tokens)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"report-{config.name}.html"
-    path.write_text(render_html(page), encoding="utf-8")
-    for name, value in page.summary.items():
+        path, summary = write_report(settings, config, out)
+    for name, value in summary.items():
         err.print(f"  {name}: {value}")
     err.print(f"[bold]report[/] written to {path}")

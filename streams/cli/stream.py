@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from loopline.schemas import InputError, TaskConfig, load_task
+from loopline.schemas import InputError, load_task
 from loopline.streams import worker as worker_assembly
 from loopline.streams.codec import encode, text_from_line
-from loopline.streams.connections import kafka_options, redis_client
+from loopline.streams.connections import kafka_options
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
 
@@ -160,7 +160,7 @@ def stats(
     """Counts per outcome, kept in Redis by the workers (exact despite redelivery)."""
     settings = Settings()
     config = load_task(task)
-    counts = asyncio.run(stage_counts(settings, config))
+    counts = asyncio.run(worker_assembly.stage_counts(settings, config))
     if as_json:
         print(json.dumps(counts))
         return
@@ -172,14 +172,3 @@ def stats(
         for outcome, count in outcomes.items():
             table.add_row(stage, outcome, str(count))
     Console().print(table)
-
-
-async def stage_counts(settings: Settings, config: TaskConfig) -> dict[str, dict[str, int]]:
-    redis = redis_client(settings)
-    try:
-        return {
-            stage: await worker_assembly.ledger(redis, config, stage).counts()
-            for stage in worker_assembly.STAGES
-        }
-    finally:
-        await redis.aclose()
