@@ -122,9 +122,13 @@ def test_two_trainers_one_trains_the_other_takes_over_and_the_gate_rejects(
         trainers[leader].wait()
         send_corrections(settings, task, gold_rows(start=250, stop=400))
         other = 1 - leader
-        state = wait_for_registry(
-            settings, task, lambda s: len(s.versions) == 2, 180, [trainers[other]], [logs[other]]
-        )
+
+        def judged(s) -> bool:
+            """A second version, and the gate's verdict on it (it is published first as a
+            candidate)."""
+            return len(s.versions) == 2 and all(s.status(v) != "candidate" for v in s.versions)
+
+        state = wait_for_registry(settings, task, judged, 180, [trainers[other]], [logs[other]])
     finally:
         stop(*trainers)
     second = next(e for v, e in state.versions.items() if v != first)
