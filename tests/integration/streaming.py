@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 import yaml
 from kafka import KafkaProducer
 
-from loopline.schemas import TaskConfig
+from loopline.schemas import TaskConfig, TextIn
 from loopline.streams.agents.annotate import STAGE
 from loopline.streams.cli.stream import read_topic  # noqa: F401  (re-exported for tests)
+from loopline.streams.codec import encode
 from loopline.streams.settings import Settings
 from loopline.streams.state import OutcomeLedger
 from loopline.streams.topics import ensure_topics
@@ -25,6 +26,8 @@ from loopline.streams.worker import start_process, stop_process
 
 OUTCOMES = ("prediction", "llm", "review", "deadletter")  # the rest are tags, e.g. audit
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Where an annotated item can end (dead letters aside).
+OUTPUT_ROLES = ("predictions", "llm", "review")
 
 
 def run_cli(
@@ -173,3 +176,8 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
     except OSError:
         return None
     return pid, state, int(parent)
+
+
+def good_values(rows: list[dict]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of valid `texts` messages for rows of `texts()`."""
+    return [(row["id"].encode(), encode(TextIn(**row))) for row in rows]

@@ -12,6 +12,7 @@ from loopline.processors.student import read_meta
 from loopline.schemas import Prediction, RoutedItem, load_task
 
 from .streaming import (
+    OUTPUT_ROLES,
     outputs_by_id,
     produce_raw,
     service_env,
@@ -23,8 +24,6 @@ from .streaming import (
 )
 
 pytestmark = pytest.mark.integration
-
-OUTPUT_ROLES = ("predictions", "llm", "review")
 
 
 def stream_through_a_worker(model, kafka_bootstrap, redis_url, tmp_path, prefix, n=300):

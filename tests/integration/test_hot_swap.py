@@ -26,6 +26,7 @@ from loopline.streams.topics import read_to_end, wait_for_assignment
 
 from .streaming import (
     EXAMPLES,
+    OUTPUT_ROLES,
     outputs_by_id,
     run_cli,
     service_env,
@@ -38,7 +39,6 @@ from .streaming import (
 
 pytestmark = pytest.mark.integration
 
-OUTPUT_ROLES = ("predictions", "llm", "review")
 N = 3000
 
 

@@ -18,6 +18,7 @@ from tests.fixtures.services import TEST_LLM_MODEL, free_port
 
 from .streaming import (
     counts,
+    good_values,
     outputs_by_id,
     produce_raw,
     service_env,
@@ -27,7 +28,6 @@ from .streaming import (
     wait_for_outcomes,
     write_task,
 )
-from .test_stream import good_values
 from .test_teach_stream import wait_for_teach
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ from loopline.streams.codec import encode
 from loopline.streams.topics import ensure_topics, max_message_bytes
 
 from .streaming import (
+    OUTPUT_ROLES,
     kafka_at,
     outputs_by_id,
     produce_raw,
@@ -31,7 +32,6 @@ from .streaming import (
 
 pytestmark = pytest.mark.integration
 
-OUTPUT_ROLES = ("predictions", "llm", "review")
 # A dead letter keeps a bounded prefix of the original: far below any topic's limit.
 DEAD_LETTER_MAX_BYTES = 100_000
 

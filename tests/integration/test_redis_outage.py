@@ -21,6 +21,7 @@ from tests.fixtures.llm import chat_reply
 from tests.fixtures.services import free_port
 
 from .streaming import (
+    good_values,
     kafka_at,
     outputs_by_id,
     produce_raw,
@@ -32,7 +33,6 @@ from .streaming import (
     wait_for_outcomes,
     write_task,
 )
-from .test_stream import good_values
 from .test_teach_stream import wait_for_teach
 
 pytestmark = pytest.mark.integration

@@ -13,6 +13,7 @@ from loopline.streams.codec import encode
 from loopline.streams.models.registry import RegistryState, promotion, publish, registration
 
 from .streaming import (
+    good_values,
     kafka_at,
     outputs_by_id,
     produce_raw,
@@ -24,7 +25,6 @@ from .streaming import (
     wait_for_outcomes,
     write_task,
 )
-from .test_stream import good_values
 
 pytestmark = pytest.mark.integration
 

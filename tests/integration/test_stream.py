@@ -11,14 +11,15 @@ import time
 
 import pytest
 
-from loopline.schemas import DeadLetter, Prediction, RoutedItem, TextIn, load_task
+from loopline.schemas import DeadLetter, Prediction, RoutedItem, load_task
 from loopline.streams.agents.annotate import group_id
-from loopline.streams.codec import encode
 from loopline.streams.topics import wait_for_assignment
 
 from .streaming import (
+    OUTPUT_ROLES,
     children_of,
     counts,
+    good_values,
     kafka_at,
     outputs_by_id,
     produce_raw,
@@ -34,7 +35,6 @@ from .streaming import (
 
 pytestmark = pytest.mark.integration
 
-OUTPUT_ROLES = ("predictions", "llm", "review")
 
 BAD_INPUTS = {
     "undecodable": b'{"text": "caf\xe9"}',
@@ -44,10 +44,6 @@ BAD_INPUTS = {
     "oversized_text": json.dumps({"text": "x" * 501}).encode(),
     "null_value": None,
 }
-
-
-def good_values(rows: list[dict]) -> list[tuple[bytes, bytes]]:
-    return [(row["id"].encode(), encode(TextIn(**row))) for row in rows]
 
 
 @pytest.fixture

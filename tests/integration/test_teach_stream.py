@@ -14,6 +14,7 @@ from tests.fixtures.services import TEST_LLM_MODEL, free_port
 
 from .streaming import (
     counts,
+    good_values,
     kafka_at,
     outputs_by_id,
     produce_raw,
@@ -25,7 +26,6 @@ from .streaming import (
     wait_for_outcomes,
     write_task,
 )
-from .test_stream import good_values
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from loopline.schemas import load_task
 from ..fixtures.services import free_port
 from .streaming import (
     OUTCOMES,
+    good_values,
     produce_raw,
     service_env,
     start_worker,
@@ -23,7 +24,7 @@ from .streaming import (
     wait_for_outcomes,
     write_task,
 )
-from .test_stream import BAD_INPUTS, good_values
+from .test_stream import BAD_INPUTS
 
 pytestmark = pytest.mark.integration
 
