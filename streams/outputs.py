@@ -126,7 +126,7 @@ def outcome(message: Record, decision: Decision, tokens: int = 0) -> Outcome:
     and the LLM tokens it cost."""
     name = {"accept": "prediction", "llm": "llm", "review": "review"}[decision.destination]
     tags = (decision.review_reason,) if decision.review_reason else ()
-    minute = int(timestamp_s(message) // 60)
+    minute = int(timestamp_s(message) // 60) if tokens else 0
     return Outcome(message.topic, message.partition, message.offset, name, tags, tokens, minute)
 
 

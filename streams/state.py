@@ -93,7 +93,7 @@ def runs_of(outcomes: Iterable[Outcome], pending: Sequence[Run] = ()) -> list[Ru
             o.offset,
             ",".join((o.outcome, *o.tags)),
             o.tokens,
-            o.minute if o.tokens else 0,
+            o.minute,
         )
         for o in outcomes
     ]

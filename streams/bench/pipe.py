@@ -16,11 +16,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from loopline.processors.students import load_student
-from loopline.schemas import InputError, TaskConfig, load_task
+from loopline.schemas import TaskConfig, TextIn, load_task
 from loopline.streams.agents.annotate import STAGE, decide, suggestions_of
-from loopline.streams.codec import dead_letter, decode_text, encode
+from loopline.streams.codec import decode_text
 from loopline.streams.connections import aiokafka_options
-from loopline.streams.outputs import Output, outputs_for
+from loopline.streams.outputs import decode_batch, outputs_for
 from loopline.streams.settings import Settings
 
 
@@ -40,6 +40,10 @@ def start(task_file: Path, model_dir: Path, log: Path) -> subprocess.Popen:
 async def run(settings: Settings, task: TaskConfig, model: Path) -> None:
     student = load_student(model, task, threads=settings.encoder_threads)
     llm_available = settings.llm_base_url is not None
+
+    def decode(raw: bytes | None) -> TextIn:
+        return decode_text(raw, task.max_text_chars)
+
     consumer = AIOKafkaConsumer(
         task.topic("texts"),
         **aiokafka_options(settings),
@@ -56,28 +60,14 @@ async def run(settings: Settings, task: TaskConfig, model: Path) -> None:
             records = [record for batch in batches.values() for record in batch]
             if not records:
                 continue
-            outputs, valid = [], []
-            for record in records:
-                try:
-                    valid.append(decode_text(record.value, task.max_text_chars))
-                except InputError as error:
-                    letter = dead_letter(
-                        error,
-                        record.value,
-                        task=task.name,
-                        stage=STAGE,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-                    outputs.append(Output("deadletter", letter.key, letter))
-            annotations = student.predict([item.text for item in valid])
-            for item, annotation in zip(valid, annotations, strict=True):
+            valid, outputs, _ = decode_batch(records, decode, task.name, STAGE)
+            annotations = student.predict([item.text for _, item in valid])
+            for (_, item), annotation in zip(valid, annotations, strict=True):
                 decision = decide(annotation, item, task.routing, llm_available=llm_available)
                 suggestions = suggestions_of(annotation, student.version, task)
                 outputs += outputs_for(item, suggestions, decision, task)
             acks = [
-                await producer.send(task.topic(out.role), encode(out.message), key=out.key.encode())
+                await producer.send(task.topic(out.role), out.value, key=out.key.encode())
                 for out in outputs
             ]
             await asyncio.gather(*acks)
