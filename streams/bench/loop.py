@@ -399,6 +399,7 @@ def plot_loop(result: LoopBenchResult, path: Path) -> None:
             textcoords="offset points",
         )
     left.set_xlabel("round")
+    left.set_xticks(rounds)
     left.set_ylabel(f"accuracy on {result.test_items} held-out items")
     left.set_title(f"{result.task}: learning curve")
     left.legend(fontsize=8)
@@ -409,6 +410,7 @@ def plot_loop(result: LoopBenchResult, path: Path) -> None:
         right.bar(rounds, values, bottom=bottom, color=colour, label=name)
         bottom = [b + v for b, v in zip(bottom, values)]
     right.set_xlabel("round")
+    right.set_xticks(rounds)
     right.set_ylabel("share of the round's streamed texts")
     right.set_ylim(0, 1)
     right.legend(fontsize=8)

@@ -283,6 +283,7 @@ def _curve_plot(ax, points: Sequence[CurvePoint], metric: str) -> None:
         ax.annotate(
             p.version, (p.gold, p.score), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
+    ax.margins(x=0.25, y=0.1)  # room for the version names beside the outermost points
     ax.set_xlabel("gold labels trained on")
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
