@@ -122,16 +122,17 @@ def max_message_bytes(settings: Settings, topics: list[str], *, timeout_s: float
     defaults to the broker's `message.max.bytes`): the most loopline may produce to them."""
     admin = admin_client(settings, timeout_s)
     try:
-        described = admin.describe_configs(
-            [
-                ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
-                for topic in topics
-            ],
-            config_filter="all",
-        )["topic"]
+        configs = topic_configs(admin, topics)
     finally:
         admin.close()
-    return min(int(described[topic]["max.message.bytes"]["value"]) for topic in topics)
+    return min(int(configs[topic]["max.message.bytes"]) for topic in topics)
+
+
+def topic_configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Every config of each topic, defaults included: name -> {config: value}."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    described = admin.describe_configs(resources, config_filter="all")["topic"]
+    return {name: {key: entry["value"] for key, entry in described[name].items()} for name in names}
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,8 @@ def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, TopicShape]
     if not names:
         return {}
     partitions = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
-    configs = admin.describe_configs(resources, config_filter="all")["topic"]
-    return {
-        name: TopicShape(partitions[name], configs[name]["cleanup.policy"]["value"])
-        for name in names
-    }
+    configs = topic_configs(admin, names)
+    return {name: TopicShape(partitions[name], configs[name]["cleanup.policy"]) for name in names}
 
 
 def topic_problems(task: TaskConfig, existing: dict[str, TopicShape]) -> list[str]:
