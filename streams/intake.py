@@ -87,8 +87,9 @@ class BatchIntake(Service, ConsumerRebalanceListener):
     async def on_stop(self) -> None:
         # Like the Faust agents: a batch in flight is not waited for; its offsets are not
         # committed, so the next owner of its partitions redoes it.
-        if self._in_flight is not None:
-            self._in_flight.cancel()
+        for task in (self._in_flight, self._lag_base):
+            if task is not None:
+                task.cancel()
         if self.consumer is not None:
             await self.consumer.stop()
 
