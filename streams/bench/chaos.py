@@ -247,7 +247,9 @@ class Chaos:
     ):
         self.console = console
         self.launcher = services.own_services(workdir / "services")
-        self.ports = services.LocalPorts(kafka=_free_port(2), redis=_free_port(), llm=_free_port())
+        self.ports = services.LocalPorts(
+            kafka=services.free_port(2), redis=services.free_port(), llm=services.free_port()
+        )
         self.task_file, self.model, self.workdir = task_file, model, workdir
         self.llm = llm
         self.processes: list = [None] * workers
@@ -318,14 +320,6 @@ class Chaos:
             if process is not None:
                 stop_process(process)
         services.down(self.launcher, console=Console(file=open(self.workdir / "services.log", "a")))  # noqa: SIM115
-
-
-def _free_port(count: int = 1) -> int:
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20000, 32000)
-        if all(services.port_is_free(port + offset) for offset in range(count)):
-            return port
 
 
 def run_chaos_bench(

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import secrets
 import shlex
 import shutil
@@ -763,6 +764,18 @@ def _require_free_ports(service: str, *ports: int) -> None:
     for port in ports:
         if not port_is_free(port):
             raise ServiceError(port_taken_message(port, service))
+
+
+# Below Linux's ephemeral range, so that client connections do not take a port picked here.
+SPARE_PORTS = range(20000, 32000)
+
+
+def free_port(count: int = 1) -> int:
+    """A port that is free now, with the `count - 1` ports after it (Kafka's controller)."""
+    while True:
+        port = random.choice(SPARE_PORTS)
+        if all(port_is_free(port + offset) for offset in range(count)):
+            return port
 
 
 def port_is_free(port: int) -> bool:

@@ -12,12 +12,11 @@ from kafka import KafkaProducer
 
 from loopline.schemas import Annotation, RoutedItem, Span, Suggestion, TaskConfig, TextIn
 from loopline.streams.codec import encode
-from loopline.streams.local.services import port_is_free
+from loopline.streams.local.services import free_port, port_is_free
 from loopline.streams.review import server
 from loopline.streams.settings import Settings
 from loopline.streams.topics import ensure_topics
 from loopline.streams.worker import stop_process
-from tests.fixtures.services import free_port
 from tests.integration.streaming import EXAMPLES, kafka_at
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.fixtures.services import free_port
+from loopline.streams.local.services import free_port
 
 from .streaming import EXAMPLES, run_cli, service_env, write_task
 

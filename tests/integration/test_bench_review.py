@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.fixtures.services import free_port
+from loopline.streams.local.services import free_port
 from tests.integration.streaming import EXAMPLES, run_cli, service_env
 
 pytestmark = pytest.mark.integration

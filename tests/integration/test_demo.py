@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.fixtures.services import free_port
+from loopline.streams.local.services import free_port
 
 from .streaming import run_cli, service_env
 

@@ -21,8 +21,8 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from loopline.streams.local import services
+from loopline.streams.local.services import free_port
 from loopline.streams.settings import Settings
-from tests.fixtures.services import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ from loopline.schemas import load_task
 from loopline.streams.app import group_id
 from loopline.streams.connections import aiokafka_options
 from loopline.streams.local import services
+from loopline.streams.local.services import free_port
 from loopline.streams.settings import Settings
 from loopline.streams.topics import admin_client, read_to_end
 
-from ..fixtures.services import free_port
 from .streaming import run_cli, service_env, start_worker, stop, texts, write_task
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import pytest
 from loopline.schemas import load_task
 from loopline.streams.agents.annotate import group_id
 from loopline.streams.local import services
+from loopline.streams.local.services import free_port
 from loopline.streams.settings import Settings
 from loopline.streams.topics import wait_for_assignment
 from tests.fixtures.llm import chat_reply
-from tests.fixtures.services import free_port
 
 from .streaming import (
     good_values,

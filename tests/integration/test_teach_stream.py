@@ -9,8 +9,9 @@ import pytest
 
 from loopline.schemas import Correction, Prediction, RoutedItem, load_task
 from loopline.streams.local import services
+from loopline.streams.local.services import free_port
 from loopline.streams.settings import Settings
-from tests.fixtures.services import TEST_LLM_MODEL, free_port
+from tests.fixtures.services import TEST_LLM_MODEL
 
 from .streaming import (
     counts,

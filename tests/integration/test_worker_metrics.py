@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.processors.student import read_meta
 from loopline.schemas import load_task
+from loopline.streams.local.services import free_port
 
-from ..fixtures.services import free_port
 from .streaming import (
     OUTCOMES,
     good_values,

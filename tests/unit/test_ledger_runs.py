@@ -8,8 +8,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from loopline.streams.local.services import free_port
 from loopline.streams.state import Outcome, OutcomeLedger, Run, runs_of
-from tests.fixtures.services import free_port
 
 
 def test_consecutive_offsets_with_the_same_outcome_become_one_run():

@@ -12,8 +12,8 @@ import pytest
 
 from loopline.schemas.errors import ServiceError
 from loopline.streams.local import services, tls
+from loopline.streams.local.services import free_port
 from loopline.streams.settings import Settings
-from tests.fixtures.services import free_port
 
 
 @pytest.fixture(autouse=True)
