@@ -98,8 +98,10 @@ def test_corrections_become_a_promoted_student_and_bad_ones_a_dead_letter(
 def test_two_trainers_one_trains_the_other_takes_over_and_the_gate_rejects(
     kafka_bootstrap, redis_url, unique_prefix, tmp_path
 ):
+    # 150 new gold labels start a run: however the first 250 arrive, they make one version,
+    # and the 150 sent after the kill make the second.
     task_file, task, env, settings = setup(
-        tmp_path, unique_prefix, kafka_bootstrap, redis_url, promote_margin=0.5
+        tmp_path, unique_prefix, kafka_bootstrap, redis_url, promote_margin=0.5, min_new_gold=150
     )
     logs = [tmp_path / "trainer-a.log", tmp_path / "trainer-b.log"]
     trainers = [start_trainer(task_file, env, log) for log in logs]
