@@ -145,7 +145,11 @@ def test_two_trainers_one_trains_the_other_takes_over_and_the_gate_rejects(
 def test_a_restarted_trainer_carries_on_and_rejects_a_damaged_production_artifact(
     kafka_bootstrap, redis_url, unique_prefix, tmp_path
 ):
-    task_file, task, env, settings = setup(tmp_path, unique_prefix, kafka_bootstrap, redis_url)
+    # 150 new gold labels start a run: the 150 sent after the restart make one version,
+    # however they arrive.
+    task_file, task, env, settings = setup(
+        tmp_path, unique_prefix, kafka_bootstrap, redis_url, min_new_gold=150
+    )
     send_corrections(settings, task, gold_rows(stop=250))
     log = tmp_path / "trainer.log"
     trainer = start_trainer(task_file, env, log)
