@@ -30,7 +30,9 @@ def test_each_item_is_answered_by_the_first_step_sure_enough(cascade):
     assert 0 < sum(kept) < len(texts), "both steps should answer some of 700 SNIPS items"
     for answer, own, passed_on, is_kept in zip(answers, cheap, dear, kept):
         expected = own if is_kept else passed_on
-        assert answer.labels == expected.labels and answer.confidence == expected.confidence
+        # The encoder sees other batches inside the cascade: padding moves the last digits.
+        assert answer.labels == expected.labels
+        assert answer.confidence == pytest.approx(expected.confidence, abs=1e-6)
         step = "bow" if is_kept else "encoder"
         assert answer.model_version == f"{cascade.version}:{step}"
 
