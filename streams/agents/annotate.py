@@ -10,6 +10,8 @@ worker killed at any moment loses nothing (it may repeat outputs, byte for byte)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import faust
 
@@ -22,7 +24,14 @@ from loopline.streams.codec import decode_text
 from loopline.streams.connections import aiokafka_options
 from loopline.streams.intake import BatchIntake
 from loopline.streams.observe import WorkerMetrics
-from loopline.streams.outputs import Record, decode_batch, outputs_for, send_all, settle
+from loopline.streams.outputs import (
+    Output,
+    Record,
+    decode_batch,
+    outputs_for,
+    send_all,
+    settle,
+)
 from loopline.streams.settings import Settings
 from loopline.streams.state import Outcome, OutcomeLedger
 from loopline.streams.topics import TaskTopics
@@ -56,8 +65,21 @@ def suggestions_of(
     return [Suggestion(source="student", model_version=version, annotation=annotation)]
 
 
+@dataclass
+class Annotated:
+    """A batch between the student and Kafka: the decoded items with the student's answers
+    (and the version and routing that go with them), the dead letters of the rest."""
+
+    valid: list[tuple[Record, TextIn]]
+    results: list[Annotation | LooplineError]
+    version: str
+    routing: RoutingConfig
+    letters: list[Output]
+    outcomes: list[Outcome]
+
+
 class AnnotateStage:
-    """One batch at a time: validate, process, route, send, count."""
+    """A batch in two steps: decode and annotate; then route, send and count."""
 
     def __init__(
         self,
@@ -82,14 +104,20 @@ class AnnotateStage:
         registry carries the policy fitted with its version; otherwise the task's."""
         return getattr(self.student, "routing", self.task.routing)
 
-    async def handle(self, messages: Sequence[Record]) -> list[Outcome]:
-        valid, outputs, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
+    async def annotate(self, messages: Sequence[Record]) -> Annotated:
+        """Decode and ask the student: this may run while the batch before is being sent."""
+        valid, letters, outcomes = decode_batch(messages, self.decode, self.task.name, STAGE)
         texts = [item.text for _, item in valid]
         results = await annotate_isolating_failures(self.student, texts) if valid else []
-        routing = self.routing()
-        for (message, item), result in zip(valid, results, strict=True):
-            decision = decide(result, item, routing, llm_available=self.llm_available)
-            suggestions = suggestions_of(result, self.student.version, self.task)
+        return Annotated(valid, results, self.student.version, self.routing(), letters, outcomes)
+
+    async def send(self, batch: Annotated) -> list[Outcome]:
+        """Route, send and count a batch, in batch order: its outputs are acknowledged by Kafka
+        when this returns."""
+        outputs, outcomes = batch.letters, batch.outcomes
+        for (message, item), result in zip(batch.valid, batch.results, strict=True):
+            decision = decide(result, item, batch.routing, llm_available=self.llm_available)
+            suggestions = suggestions_of(result, batch.version, self.task)
             item_outputs, item_outcome = settle(
                 message,
                 outputs_for(item, suggestions, decision, self.task),
@@ -113,10 +141,12 @@ def register(
         aiokafka_options(settings),
         stage.topics.texts.get_topic_name(),
         group_id(stage.task),
-        metrics.observed(STAGE, stage.handle) if metrics else stage.handle,
+        stage.annotate,
+        stage.send,
         batch_size=settings.batch_size,
         window_s=settings.batch_window_s,
         on_error=lambda exc: crash_loudly(app, STAGE, exc),
+        on_done=partial(metrics.observe_batch, STAGE) if metrics else None,
     )
     app.service(intake)
     return intake

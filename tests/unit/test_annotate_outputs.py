@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from loopline.schemas import Annotation, Prediction, RoutedItem, TaskConfig, TextIn
 from loopline.schemas.errors import ModelError
 from loopline.streams.agents.annotate import decide, suggestions_of
-from loopline.streams.outputs import outputs_for
+from loopline.streams.outputs import Output, outputs_for
 
 TASK = TaskConfig(
     name="demo",
@@ -76,3 +79,13 @@ def test_outputs_carry_only_the_top_scores():
     [out] = outputs_for(ITEM, suggestions_of(result, "v1", task), decision, task)
     assert list(out.message.scores) == ["l9", "l8", "l7"]
     assert out.message.confidence == 0.95
+
+
+@given(
+    item_id=st.from_regex(r"[\w.:-]{1,64}", fullmatch=True),
+    text=st.text(min_size=1, max_size=2000),
+    limit=st.integers(min_value=0, max_value=9000),
+)
+def test_the_quick_size_check_agrees_with_the_exact_record_size(item_id, text, limit):
+    out = Output("predictions", item_id, TextIn(id=item_id, text=text))
+    assert out.fits(limit) == (out.record_bytes <= limit)
