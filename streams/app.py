@@ -45,7 +45,9 @@ def create_app(settings: Settings, task: TaskConfig) -> tuple[faust.App, TaskTop
         # Group joins wait session_timeout/2 for a dead member: keep failover quick.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
-        producer_linger=0.005,
+        # Stages hand the producer whole record batches (see `outputs.send_all`): lingering
+        # would only delay them.
+        producer_linger=0.0,
         producer_acks=-1,
         producer_max_request_size=limit,
         # On shutdown, do not wait for in-flight batches (an LLM batch can take a minute):

@@ -116,6 +116,11 @@ class BatchIntake(Service, ConsumerRebalanceListener):
     @Service.task
     async def _fetch_and_handle(self) -> None:
         while not self.should_stop:
+            # A free place first, then the records: taken when they can start, a batch holds
+            # everything that arrived meanwhile, and none of it waits in hand.
+            while len(self._in_flight) >= PIPELINE_DEPTH:
+                if not await self._in_flight.popleft():
+                    return  # a batch failed: on_error is stopping the worker
             fetched = await self.consumer.getmany(
                 timeout_ms=self.window_ms, max_records=self.batch_size
             )
@@ -123,9 +128,6 @@ class BatchIntake(Service, ConsumerRebalanceListener):
             if not records:
                 continue
             generation = self._generation
-            while len(self._in_flight) >= PIPELINE_DEPTH:
-                if not await self._in_flight.popleft():
-                    return  # a batch failed: on_error is stopping the worker
             before = self._in_flight[-1] if self._in_flight else None
             self._in_flight.append(
                 asyncio.create_task(self._handle_in_turn(records, generation, before))

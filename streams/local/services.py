@@ -58,7 +58,13 @@ from loopline.streams.settings import (
 )
 
 HOST = "127.0.0.1"
-KAFKA_HEAP = ["-Xms128m", "-Xmx512m"]
+# Kafka's own start scripts' heap and collector settings (kafka-server-start.sh,
+# kafka-run-class.sh): with the JVM's default 200 ms pause target, the broker stalled
+# every few seconds under load.
+KAFKA_JVM = [
+    "-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+]  # fmt: skip
 KAFKA_START_TIMEOUT_S = 120.0
 REDIS_START_TIMEOUT_S = 30.0
 # The first start of an LLM server downloads and verifies its weights.
@@ -522,7 +528,7 @@ def _start_kafka(
     server_properties.write_text(kafka_server_properties(port, data_dir, secure))
     server_properties.chmod(0o600)
     log4j.write_text(kafka_log4j_properties(home / "kafka.log"))
-    java_args = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
+    java_args = [java, *KAFKA_JVM, "-Djava.awt.headless=true",
                  f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*"]  # fmt: skip
     if not (data_dir / "meta.properties").exists():
         scram_users = secure[1] if secure else None
