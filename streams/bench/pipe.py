@@ -1,9 +1,10 @@
-"""The ceiling `bench stream` compares workers with: a plain aiokafka loop doing the same work.
+"""The baseline `bench stream` compares workers with: a plain aiokafka loop doing the same
+work.
 
 getmany → decode → the same student, in-process → the same routing and output messages →
-produce (acks=all) → wait for the acks → commit. No framework, no child process: what a
-hand-written Python consumer reaches on this machine, run as a process of its own like a
-worker (`python -m loopline.streams.bench.pipe TASK_FILE MODEL_DIR`).
+produce (acks=all) → wait for the acks → commit. No framework, no child process, one batch
+at a time: what a hand-written Python consumer reaches on this machine, run as a process of
+its own like a worker (`python -m loopline.streams.bench.pipe TASK_FILE MODEL_DIR`).
 """
 
 from __future__ import annotations
