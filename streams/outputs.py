@@ -214,6 +214,7 @@ async def send_batched(
         if batch is None or batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
             if batch is not None:  # full: send it, start the next
                 pending.append(await producer.send_batch(batch, topic, partition=target[1]))
+            # An empty batch takes a record of any size (settle() has bounded it).
             batch = batches[target] = producer.create_batch()
             batch.append(key=key, value=value, timestamp=timestamp_ms)
     for (topic, partition), batch in batches.items():
