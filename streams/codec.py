@@ -26,7 +26,7 @@ def decode_text(raw: bytes | None, max_chars: int) -> TextIn:
     """Parse one `texts` value, or raise InputError saying what is wrong and how to fix it."""
     try:
         item = TextIn.model_validate_json(raw)  # the common case, in one pass in Rust
-    except (ValidationError, TypeError):
+    except ValidationError:
         item = _parse_explaining(raw)
     if not item.text.strip():
         raise InputError("empty_text", "`text` is empty or only whitespace; nothing to annotate")
